@@ -1,0 +1,295 @@
+// Package ofswitch keeps an OpenFlow 1.3 session with one Open vSwitch bridge:
+// it dials (and redials), installs a declared set of flows and keeps it
+// installed, delivers packet-ins to a callback and sends packet-outs in
+// batches.
+package ofswitch
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/ovs-dns-forwarder/ovs-dns-forwarder/internal/openflow"
+)
+
+// Config describes the session and the flows it keeps.
+type Config struct {
+	// Target is "unix:/path/br-int.mgmt" or "tcp:host:port".
+	Target string
+	// ControllerID is the connection's controller id, the N that the
+	// flows' controller(id=N) actions send packets to.
+	ControllerID uint16
+	// Cookie marks every flow of the set (it overrides the flows' own
+	// cookies); removal on shutdown is by this cookie.
+	Cookie uint64
+	// TableID is the table the set lives in, dumped to check the set.
+	TableID uint8
+	// Flows is the declared set. Each is installed with command add and
+	// the send_flow_rem flag.
+	Flows []openflow.FlowMod
+	// Logger receives the session's log lines; nil discards them.
+	Logger *slog.Logger
+}
+
+// Errors of PacketOut and Run.
+var (
+	// ErrNotConnected is returned by PacketOut while no session is up.
+	ErrNotConnected = errors.New("ofswitch: not connected")
+	// ErrQueueFull is returned by PacketOut when the writer is behind.
+	ErrQueueFull = errors.New("ofswitch: packet-out queue full")
+	// ErrFrameTooLong is returned by PacketOut for a frame no message holds.
+	ErrFrameTooLong = errors.New("ofswitch: frame too long for a packet-out")
+	// ErrVersion is returned by Run when the switch does not offer
+	// OpenFlow 1.3.
+	ErrVersion = errors.New("ofswitch: switch does not offer OpenFlow 1.3")
+)
+
+// Counters, indexes into Switch.counters.
+const (
+	cConnects = iota
+	cReconnects
+	cDisconnects
+	cDialErrors
+	cFlowInstalls
+	cFlowReinstalls
+	cStaleFlowsRemoved
+	cPacketIns
+	cPacketOuts
+	cPacketOutErrors
+	cPacketOutQueueFull
+	cOpenFlowErrors
+	cEchoTimeouts
+	cBadMessages
+	numCounters
+)
+
+// counterNames are the Stats keys, by counter index.
+var counterNames = [numCounters]string{
+	cConnects:           "connects",
+	cReconnects:         "reconnects",
+	cDisconnects:        "disconnects",
+	cDialErrors:         "dial_errors",
+	cFlowInstalls:       "flow_installs",
+	cFlowReinstalls:     "flow_reinstalls",
+	cStaleFlowsRemoved:  "stale_flows_removed",
+	cPacketIns:          "packet_ins",
+	cPacketOuts:         "packet_outs",
+	cPacketOutErrors:    "packet_out_errors",
+	cPacketOutQueueFull: "packet_out_queue_full",
+	cOpenFlowErrors:     "openflow_errors",
+	cEchoTimeouts:       "echo_timeouts",
+	cBadMessages:        "bad_messages",
+}
+
+// flowKey identifies a flow within the set's table.
+type flowKey struct {
+	priority uint16
+	match    openflow.Match
+}
+
+// Switch is the session with one bridge. Run drives it; PacketOut, Stats
+// and Connected may be called from any goroutine.
+type Switch struct {
+	cfg    Config
+	log    *slog.Logger
+	flows  []openflow.FlowMod
+	want   map[flowKey]struct{}
+	target string
+
+	// Timing, shortened by tests.
+	echoInterval     time.Duration
+	checkInterval    time.Duration
+	debounce         time.Duration
+	backoffMin       time.Duration
+	backoffMax       time.Duration
+	handshakeTimeout time.Duration
+	writeTimeout     time.Duration
+	shutdownTimeout  time.Duration
+	queueLen         int
+
+	xid      atomic.Uint32
+	cur      atomic.Pointer[conn]
+	bufs     sync.Pool
+	counters [numCounters]atomic.Uint64
+}
+
+// New returns a Switch for cfg; nothing happens until Run.
+func New(cfg Config) *Switch {
+	s := &Switch{
+		cfg:              cfg,
+		log:              cfg.Logger,
+		want:             make(map[flowKey]struct{}),
+		target:           cfg.Target,
+		echoInterval:     5 * time.Second,
+		checkInterval:    time.Second,
+		debounce:         50 * time.Millisecond,
+		backoffMin:       100 * time.Millisecond,
+		backoffMax:       5 * time.Second,
+		handshakeTimeout: 5 * time.Second,
+		writeTimeout:     5 * time.Second,
+		shutdownTimeout:  time.Second,
+		queueLen:         4096,
+	}
+	if s.log == nil {
+		s.log = slog.New(slog.DiscardHandler)
+	}
+	s.bufs.New = func() any {
+		b := make([]byte, 0, 2048)
+		return &b
+	}
+	for _, fm := range cfg.Flows {
+		fm.Command = openflow.FlowAdd
+		fm.Flags |= openflow.FlagSendFlowRem
+		fm.Cookie = cfg.Cookie
+		fm.CookieMask = 0
+		fm.Output = append([]uint32(nil), fm.Output...)
+		s.flows = append(s.flows, fm)
+		if fm.TableID == cfg.TableID {
+			s.want[keyOf(fm.Priority, fm.Match)] = struct{}{}
+		}
+	}
+	return s
+}
+
+// keyOf returns the key of a flow, its IPv4 address unmapped as encoded.
+func keyOf(priority uint16, m openflow.Match) flowKey {
+	if m.IPv4Dst.IsValid() {
+		m.IPv4Dst = m.IPv4Dst.Unmap()
+	}
+	return flowKey{priority: priority, match: m}
+}
+
+// Stats returns the session's counters by name.
+func (s *Switch) Stats() map[string]uint64 {
+	m := make(map[string]uint64, numCounters)
+	for i := range s.counters {
+		m[counterNames[i]] = s.counters[i].Load()
+	}
+	return m
+}
+
+// Connected reports whether a session is up (handshake done, flows sent).
+func (s *Switch) Connected() bool {
+	return s.cur.Load() != nil
+}
+
+// count adds one to counter i.
+func (s *Switch) count(i int) {
+	s.counters[i].Add(1)
+}
+
+// nextXID returns a fresh transaction id.
+func (s *Switch) nextXID() uint32 {
+	return s.xid.Add(1)
+}
+
+// PacketOut sends frame out of port outPort (in_port CONTROLLER). It copies
+// frame, queues the message for the writer and returns at once: an error
+// means the frame was not queued.
+func (s *Switch) PacketOut(outPort uint32, frame []byte) error {
+	c := s.cur.Load()
+	if c == nil {
+		s.count(cPacketOutErrors)
+		return ErrNotConnected
+	}
+	if len(frame) > openflow.MaxPacketOutData {
+		s.count(cPacketOutErrors)
+		return ErrFrameTooLong
+	}
+	select {
+	case <-c.done:
+		s.count(cPacketOutErrors)
+		return ErrNotConnected
+	default:
+	}
+	bp := s.bufs.Get().(*[]byte)
+	*bp = openflow.AppendPacketOut((*bp)[:0], s.nextXID(), openflow.PortController, outPort, frame)
+	select {
+	case c.pkts <- bp:
+		return nil
+	default:
+		s.bufs.Put(bp)
+		s.count(cPacketOutErrors)
+		s.count(cPacketOutQueueFull)
+		return ErrQueueFull
+	}
+}
+
+// parseTarget splits "unix:PATH" or "tcp:HOST:PORT" for net.Dial.
+func parseTarget(target string) (network, addr string, err error) {
+	kind, rest, ok := strings.Cut(target, ":")
+	if ok && rest != "" && (kind == "unix" || kind == "tcp") {
+		return kind, rest, nil
+	}
+	return "", "", fmt.Errorf("ofswitch: target %q: want unix:PATH or tcp:HOST:PORT", target)
+}
+
+// Run keeps the session until ctx ends: it dials (retrying with backoff
+// from 100 ms to 5 s), negotiates OpenFlow 1.3, turns on asynchronous
+// messages, sets the controller id, installs the flows and keeps them
+// installed, answering echoes and checking the peer is alive. onPacketIn
+// (nil: packet-ins are dropped) runs on the read loop for each packet-in:
+// it must not block, and frame is valid only during the call. When ctx
+// ends, Run deletes the flows by cookie, closes and returns nil. It returns
+// an error only for a bad target, a flow it cannot encode or a switch
+// without OpenFlow 1.3.
+func (s *Switch) Run(ctx context.Context, onPacketIn func(inPort uint32, frame []byte)) error {
+	network, addr, err := parseTarget(s.target)
+	if err != nil {
+		return err
+	}
+	for i := range s.flows {
+		if _, err := openflow.AppendFlowMod(nil, 0, &s.flows[i]); err != nil {
+			return fmt.Errorf("ofswitch: flow %d: %w", i, err)
+		}
+	}
+	backoff := s.backoffMin
+	quiet := false // an outage was logged: further failures go to debug
+	for ctx.Err() == nil {
+		up, err := s.attempt(ctx, network, addr, onPacketIn)
+		if ctx.Err() != nil {
+			break
+		}
+		if errors.Is(err, ErrVersion) {
+			return err
+		}
+		switch {
+		case up:
+			s.count(cDisconnects)
+			s.log.Warn("openflow connection lost", "target", s.target, "err", err)
+			backoff = s.backoffMin
+			quiet = true
+		case !quiet:
+			s.log.Warn("openflow connect failed, retrying", "target", s.target, "err", err)
+			quiet = true
+		default:
+			s.log.Debug("openflow connect failed", "target", s.target, "err", err)
+		}
+		t := time.NewTimer(backoff)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+		case <-t.C:
+		}
+		backoff = min(2*backoff, s.backoffMax)
+	}
+	return nil
+}
+
+// attempt dials once and runs a session; up reports whether the handshake
+// completed.
+func (s *Switch) attempt(ctx context.Context, network, addr string, onPacketIn func(uint32, []byte)) (up bool, err error) {
+	d := net.Dialer{Timeout: s.handshakeTimeout}
+	nc, err := d.DialContext(ctx, network, addr)
+	if err != nil {
+		s.count(cDialErrors)
+		return false, err
+	}
+	return s.session(ctx, nc, onPacketIn)
+}
