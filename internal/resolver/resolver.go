@@ -1,0 +1,51 @@
+// Package resolver defines the chain that answers a captured DNS query.
+//
+// The chain works like CoreDNS's plugins: each step is a Handler that either
+// answers the query itself or passes it on to the next Handler it was built
+// with. The responder calls the first Handler for every query; the last one
+// in the chain is always the forwarder (package forward), which asks the
+// upstream resolvers. Later steps, such as the network's local instance names
+// and a cache, sit in front of it and fall through to it for anything they
+// do not answer.
+//
+// A Request carries everything a step may need explicitly (the message, its
+// parse, where it came from); no step keeps per-query state elsewhere. A
+// Handler appends the answer, already carrying the client's ID, to the dst
+// buffer it was given, so that the caller controls every allocation. When no
+// answer can be produced it returns an error and the caller answers SERVFAIL.
+package resolver
+
+import (
+	"context"
+	"net/netip"
+
+	"github.com/ovs-dns-forwarder/ovs-dns-forwarder/internal/dnswire"
+)
+
+// Request is one client query as it travels down the chain.
+type Request struct {
+	// Msg is the client's DNS query, exactly as received.
+	Msg []byte
+	// Query is Msg parsed by dnswire.ParseQuery.
+	Query dnswire.Query
+	// InPort is the OpenFlow port the query came in on.
+	InPort uint32
+	// Client is the VM's address and source port.
+	Client netip.AddrPort
+}
+
+// Handler answers a Request. ServeDNS returns the answer, with the client's
+// ID, appended to dst, or an error when it has none (the caller then answers
+// SERVFAIL). It must be safe for concurrent use and must not keep r or dst
+// after it returns.
+type Handler interface {
+	ServeDNS(ctx context.Context, r *Request, dst []byte) ([]byte, error)
+}
+
+// HandlerFunc adapts an ordinary function to a Handler.
+type HandlerFunc func(ctx context.Context, r *Request, dst []byte) ([]byte, error)
+
+// ServeDNS calls f(ctx, r, dst).
+func (f HandlerFunc) ServeDNS(ctx context.Context, r *Request, dst []byte) ([]byte, error) {
+	return f(ctx, r, dst)
+}
