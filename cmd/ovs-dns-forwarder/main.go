@@ -1,0 +1,144 @@
+// Command ovs-dns-forwarder answers the DNS queries of the virtual machines
+// of one compute node straight from the Open vSwitch integration bridge.
+//
+// Usage:
+//
+//	ovs-dns-forwarder [run|check-config] --config-file FILE [--config-file FILE ...] [--config-dir DIR ...]
+//
+// It reads the Neutron OVS agent's own configuration files ([ovs] and
+// [dns_forwarder]); later files override earlier ones. An invalid value
+// exits with status 2 before anything touches the switch.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/ovs-dns-forwarder/ovs-dns-forwarder/internal/config"
+	"github.com/ovs-dns-forwarder/ovs-dns-forwarder/internal/ofswitch"
+	"github.com/ovs-dns-forwarder/ovs-dns-forwarder/internal/pipeline"
+	"github.com/ovs-dns-forwarder/ovs-dns-forwarder/internal/resolver/forward"
+	"github.com/ovs-dns-forwarder/ovs-dns-forwarder/internal/responder"
+	"github.com/ovs-dns-forwarder/ovs-dns-forwarder/internal/upstream"
+)
+
+// Exit statuses.
+const (
+	exitOK     = 0
+	exitFailed = 1
+	exitUsage  = 2
+)
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// listFlag collects a repeatable string flag.
+type listFlag []string
+
+func (l *listFlag) String() string     { return strings.Join(*l, ",") }
+func (l *listFlag) Set(v string) error { *l = append(*l, v); return nil }
+
+// run is main without the process exit, for tests.
+func run(args []string, stdout, stderr io.Writer) int {
+	command := "run"
+	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		command, args = args[0], args[1:]
+	}
+	fs := flag.NewFlagSet("ovs-dns-forwarder", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var files, dirs listFlag
+	fs.Var(&files, "config-file", "configuration file (repeatable; later files override earlier ones)")
+	fs.Var(&dirs, "config-dir", "directory whose *.conf files are read after the files (repeatable)")
+	if err := fs.Parse(args); err != nil {
+		return exitUsage
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "ovs-dns-forwarder: unexpected argument %q\n", fs.Arg(0))
+		return exitUsage
+	}
+	cfg, err := config.Load(files, dirs)
+	if err != nil {
+		fmt.Fprintf(stderr, "ovs-dns-forwarder: %v\n", err)
+		return exitUsage
+	}
+	switch command {
+	case "check-config":
+		fmt.Fprintln(stdout, "configuration OK")
+		return exitOK
+	case "run":
+		if err := serve(cfg, stderr); err != nil {
+			fmt.Fprintf(stderr, "ovs-dns-forwarder: %v\n", err)
+			return exitFailed
+		}
+		return exitOK
+	default:
+		fmt.Fprintf(stderr, "ovs-dns-forwarder: unknown command %q (want run or check-config)\n", command)
+		return exitUsage
+	}
+}
+
+// serve runs the daemon until SIGTERM or SIGINT.
+func serve(cfg *config.Config, logOut io.Writer) error {
+	level := slog.LevelInfo
+	if cfg.Debug {
+		level = slog.LevelDebug
+	}
+	logger := slog.New(slog.NewTextHandler(logOut, &slog.HandlerOptions{Level: level}))
+
+	client, err := upstream.New(upstream.Config{Timeout: cfg.UpstreamTimeout, Logger: logger})
+	if err != nil {
+		return fmt.Errorf("upstream sockets: %w", err)
+	}
+	defer client.Close()
+
+	sw := ofswitch.New(ofswitch.Config{
+		Target:       cfg.OpenFlowConnection,
+		ControllerID: cfg.ControllerID,
+		Cookie:       cfg.FlowCookie,
+		TableID:      cfg.FlowTable,
+		Flows: pipeline.Flows(pipeline.Spec{
+			Table:        cfg.FlowTable,
+			Priority:     cfg.FlowPriority,
+			Cookie:       cfg.FlowCookie,
+			ControllerID: cfg.ControllerID,
+			Services:     cfg.ClientServers,
+		}),
+		Logger: logger,
+	})
+	resp := responder.New(responder.Config{
+		Services:    cfg.ClientServers,
+		Handler:     forward.New(client, cfg.UpstreamServers, cfg.UpstreamTimeout, logger),
+		Out:         sw,
+		MaxInflight: cfg.MaxInflight,
+		MaxUDPSize:  cfg.MaxUDPSize,
+		MTU:         cfg.MTU,
+		// Each upstream gets the full timeout in turn; a second on top
+		// covers the TCP retry's connect.
+		Deadline: time.Duration(len(cfg.UpstreamServers))*cfg.UpstreamTimeout + time.Second,
+		Logger:   logger,
+	})
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	logger.Info("starting",
+		"bridge", cfg.IntegrationBridge, "openflow", cfg.OpenFlowConnection,
+		"services", cfg.ClientServers, "upstreams", cfg.UpstreamServers,
+		"table", cfg.FlowTable, "priority", cfg.FlowPriority,
+		"cookie", fmt.Sprintf("%#x", cfg.FlowCookie), "controller_id", cfg.ControllerID)
+	err = sw.Run(ctx, resp.HandlePacketIn)
+	logger.Info("stopped", "responder", resp.Stats(), "upstream", client.Stats(), "openflow", sw.Stats())
+	if err != nil && !errors.Is(err, context.Canceled) {
+		return err
+	}
+	return nil
+}

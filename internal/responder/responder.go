@@ -1,0 +1,232 @@
+// Package responder turns captured DNS packet-ins into answers sent back as
+// packet-outs.
+//
+// HandlePacketIn runs on the OpenFlow read loop and never waits on an
+// upstream: it parses the frame and the DNS header, answers malformed
+// queries at once (FORMERR, NOTIMP), refuses when too many queries are in
+// flight, and hands every other query to its own goroutine, which asks the
+// resolver chain, fits the answer to the client and writes the reply frame.
+// Every captured packet ends in exactly one of: a reply, or a drop counted
+// with its reason.
+package responder
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/miekg/dns"
+
+	"github.com/ovs-dns-forwarder/ovs-dns-forwarder/internal/dnswire"
+	"github.com/ovs-dns-forwarder/ovs-dns-forwarder/internal/frame"
+	"github.com/ovs-dns-forwarder/ovs-dns-forwarder/internal/resolver"
+)
+
+// Sender writes a frame out of a switch port. ofswitch.Switch implements it.
+type Sender interface {
+	PacketOut(inPort uint32, frame []byte) error
+}
+
+// Config holds what a Responder needs.
+type Config struct {
+	// Services are the addresses and ports VMs send queries to; packets
+	// captured for anything else are dropped.
+	Services []netip.AddrPort
+	// Handler answers queries (the resolver chain).
+	Handler resolver.Handler
+	// Out sends reply frames.
+	Out Sender
+	// MaxInflight bounds the queries being resolved at once; a query beyond
+	// it is answered REFUSED at once.
+	MaxInflight int
+	// MaxUDPSize caps the size of a UDP answer for clients that advertise a
+	// larger EDNS buffer.
+	MaxUDPSize int
+	// MTU is the largest IP packet the VM's port takes.
+	MTU int
+	// Deadline bounds the time the handler may take for one query.
+	Deadline time.Duration
+	// Logger receives events; never one line per query above Debug.
+	Logger *slog.Logger
+}
+
+// Drop reasons that are not frame.Reason labels.
+const (
+	reasonNotService  = "not_service_address"
+	reasonDNSHeader   = "dns_header"
+	reasonNotQuery    = "dns_not_query"
+	reasonReplyTooBig = "reply_too_large"
+	reasonPacketOut   = "packet_out_failed"
+	reasonOther       = "other"
+)
+
+// counterNames lists every counter the Responder keeps; Stats reports them
+// all, zero or not.
+var counterNames = []string{
+	"queries", "answers", "servfail", "formerr", "notimp", "refused_inflight", "answers_truncated",
+	reasonNotService, reasonDNSHeader, reasonNotQuery, reasonReplyTooBig, reasonPacketOut, reasonOther,
+}
+
+// Responder answers captured queries. It is safe for concurrent use.
+type Responder struct {
+	cfg      Config
+	inflight atomic.Int64
+	jobs     sync.Pool
+	counters map[string]*atomic.Uint64
+}
+
+// New returns a Responder for cfg.
+func New(cfg Config) *Responder {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	r := &Responder{cfg: cfg, counters: make(map[string]*atomic.Uint64)}
+	for _, name := range append(counterNames, frame.Reasons()...) {
+		r.counters[name] = new(atomic.Uint64)
+	}
+	r.jobs.New = func() any { return new(job) }
+	return r
+}
+
+// job is one query on its way through the chain; pooled, with its buffers.
+type job struct {
+	q    frame.Query
+	req  resolver.Request
+	msg  []byte // the client's DNS message (copied out of the packet-in)
+	resp []byte // the answer
+	fit  []byte // the answer fitted to the client
+	out  []byte // the reply frame
+}
+
+// HandlePacketIn handles one captured frame from OpenFlow port inPort. It
+// does not keep data after it returns and never blocks on an upstream.
+func (r *Responder) HandlePacketIn(inPort uint32, data []byte) {
+	j := r.jobs.Get().(*job)
+	if err := frame.ParseQuery(data, &j.q); err != nil {
+		r.count(frame.Reason(err))
+		r.jobs.Put(j)
+		return
+	}
+	j.q.InPort = inPort
+	if !r.isService(j.q.Dst, j.q.DstPort) {
+		r.count(reasonNotService)
+		r.jobs.Put(j)
+		return
+	}
+	r.count("queries")
+	// The packet-in buffer is reused by the read loop: take the DNS
+	// message out before parsing, so every slice of the parse aliases the
+	// copy.
+	j.msg = append(j.msg[:0], j.q.Payload...)
+	j.q.Payload = nil
+	req := &j.req
+	*req = resolver.Request{Msg: j.msg, InPort: inPort, Client: netip.AddrPortFrom(j.q.Src, j.q.SrcPort)}
+	err := dnswire.ParseQuery(j.msg, &req.Query)
+	switch {
+	case err == nil:
+	case errors.Is(err, dnswire.ErrNotImplemented):
+		r.replyError(j, dns.RcodeNotImplemented, "notimp")
+		return
+	case errors.Is(err, dnswire.ErrHeader):
+		r.drop(j, reasonDNSHeader)
+		return
+	case errors.Is(err, dnswire.ErrNotQuery):
+		r.drop(j, reasonNotQuery)
+		return
+	default:
+		r.replyError(j, dns.RcodeFormatError, "formerr")
+		return
+	}
+	if r.inflight.Add(1) > int64(r.cfg.MaxInflight) {
+		r.inflight.Add(-1)
+		r.replyError(j, dns.RcodeRefused, "refused_inflight")
+		return
+	}
+	go r.serve(j)
+}
+
+// serve resolves one query and sends the answer.
+func (r *Responder) serve(j *job) {
+	defer r.inflight.Add(-1)
+	ctx := context.Background()
+	if r.cfg.Deadline > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, r.cfg.Deadline)
+		defer cancel()
+	}
+	resp, err := r.cfg.Handler.ServeDNS(ctx, &j.req, j.resp[:0])
+	if err != nil {
+		r.replyError(j, dns.RcodeServerFailure, "servfail")
+		return
+	}
+	j.resp = resp
+	r.send(j, resp)
+}
+
+// replyError answers the job's query with rcode, counting it under name.
+func (r *Responder) replyError(j *job, rcode int, name string) {
+	r.count(name)
+	j.resp = dnswire.AppendError(j.resp[:0], j.msg, &j.req.Query, rcode)
+	r.send(j, j.resp)
+}
+
+// send fits resp to the client, frames it and writes it out; it recycles j.
+func (r *Responder) send(j *job, resp []byte) {
+	limit := min(dnswire.ClientLimit(&j.req.Query, r.cfg.MaxUDPSize), frame.MaxPayload(&j.q, r.cfg.MTU))
+	fitted, err := dnswire.Fit(j.fit[:0], resp, limit)
+	if err != nil {
+		r.drop(j, reasonReplyTooBig)
+		return
+	}
+	if len(fitted) < len(resp) {
+		j.fit = fitted
+		r.count("answers_truncated")
+	}
+	j.out = frame.AppendReply(j.out[:0], &j.q, fitted)
+	if err := r.cfg.Out.PacketOut(j.q.InPort, j.out); err != nil {
+		r.drop(j, reasonPacketOut)
+		return
+	}
+	r.count("answers")
+	r.jobs.Put(j)
+}
+
+// drop counts a query that gets no answer and recycles its job.
+func (r *Responder) drop(j *job, reason string) {
+	r.count(reason)
+	r.jobs.Put(j)
+}
+
+func (r *Responder) isService(addr netip.Addr, port uint16) bool {
+	for _, s := range r.cfg.Services {
+		if s.Port() == port && s.Addr() == addr {
+			return true
+		}
+	}
+	return false
+}
+
+func (r *Responder) count(name string) {
+	c, ok := r.counters[name]
+	if !ok {
+		c = r.counters[reasonOther]
+	}
+	c.Add(1)
+}
+
+// Inflight returns the number of queries being resolved now.
+func (r *Responder) Inflight() int64 { return r.inflight.Load() }
+
+// Stats returns a snapshot of the counters: queries received, answers sent
+// by kind, and drops by reason.
+func (r *Responder) Stats() map[string]uint64 {
+	s := make(map[string]uint64, len(r.counters))
+	for name, c := range r.counters {
+		s[name] = c.Load()
+	}
+	return s
+}
