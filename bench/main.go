@@ -23,6 +23,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/ovs-dns-forwarder/ovs-dns-forwarder/internal/config"
 	"github.com/ovs-dns-forwarder/ovs-dns-forwarder/internal/lab"
 )
 
@@ -55,7 +56,10 @@ type result struct {
 	qps, meanMs, p99Ms float64
 	answers            int
 	lost               int
-	cpuPerAnswer       time.Duration
+	// cpu is the CPU time per answer of each process on the path, in the
+	// order of target.pids, and their sum.
+	cpu      []time.Duration
+	cpuTotal time.Duration
 }
 
 // target is one way of reaching the upstream from the VM.
@@ -63,7 +67,7 @@ type target struct {
 	name   string
 	server string
 	port   uint16
-	pids   []int // processes whose CPU time counts for this target
+	pids   []int // ovs-vswitchd, the upstream, the daemon (when on the path)
 }
 
 func run(daemon string, duration time.Duration, rounds int, levels []int) error {
@@ -98,7 +102,7 @@ func run(daemon string, duration time.Duration, rounds int, levels []int) error 
 	}
 	defer p.Stop()
 	for i := 0; ; i++ {
-		if flows, err := l.DumpFlows(0x444e53); err == nil && len(flows) == 2 {
+		if flows, err := l.DumpFlows(config.Defaults().FlowCookie); err == nil && len(flows) == 2 {
 			break
 		}
 		if i == 100 {
@@ -123,7 +127,7 @@ func run(daemon string, duration time.Duration, rounds int, levels []int) error 
 		{"ovs-dns-forwarder", "169.254.169.254", 53, []int{vswitchd, up.PID, p.PID}},
 	}
 	fmt.Printf("dnsperf from a VM namespace, %d names, %v per run, median of %d rounds\n\n", names, duration, rounds)
-	fmt.Println("| concurrency | target | QPS | mean ms | p99 ms | CPU µs/answer | lost | QPS ratio |")
+	fmt.Println("| concurrency | target | QPS | mean ms | p99 ms | CPU µs/answer: total (OVS + upstream + daemon) | lost | QPS ratio |")
 	fmt.Println("| --- | --- | --- | --- | --- | --- | --- | --- |")
 	for _, c := range levels {
 		runs := make([][]result, len(targets))
@@ -139,8 +143,12 @@ func run(daemon string, duration time.Duration, rounds int, levels []int) error 
 		base := median(runs[0]).qps
 		for i, t := range targets {
 			m := median(runs[i])
-			fmt.Printf("| %d | %s | %.0f | %.3f | %.3f | %.1f | %d | %.2f |\n",
-				c, t.name, m.qps, m.meanMs, m.p99Ms, float64(m.cpuPerAnswer.Nanoseconds())/1e3, m.lost, m.qps/base)
+			parts := make([]string, len(m.cpu))
+			for i, d := range m.cpu {
+				parts[i] = fmt.Sprintf("%.1f", micros(d))
+			}
+			fmt.Printf("| %d | %s | %.0f | %.3f | %.3f | %.1f (%s) | %d | %.2f |\n",
+				c, t.name, m.qps, m.meanMs, m.p99Ms, micros(m.cpuTotal), strings.Join(parts, " + "), m.lost, m.qps/base)
 		}
 	}
 	return nil
@@ -170,7 +178,11 @@ func perf(vm *lab.VM, t target, queries string, c int, duration time.Duration) (
 		return res, fmt.Errorf("dnsperf %s: %v", t.name, err)
 	}
 	if res.answers > 0 {
-		res.cpuPerAnswer = (cpu1 - cpu0) / time.Duration(res.answers)
+		for i := range cpu0 {
+			d := (cpu1[i] - cpu0[i]) / time.Duration(res.answers)
+			res.cpu = append(res.cpu, d)
+			res.cpuTotal += d
+		}
 	}
 	return res, nil
 }
@@ -211,13 +223,13 @@ func parse(out []byte) (result, error) {
 	return res, nil
 }
 
-// cpuTime sums user and system CPU time of pids from /proc.
-func cpuTime(pids []int) (time.Duration, error) {
-	var total time.Duration
+// cpuTime returns the user plus system CPU time of each of pids, from /proc.
+func cpuTime(pids []int) ([]time.Duration, error) {
+	times := make([]time.Duration, 0, len(pids))
 	for _, pid := range pids {
 		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 		if err != nil {
-			return 0, err
+			return nil, err
 		}
 		// Fields after the command name, which is in parentheses.
 		i := bytes.LastIndexByte(b, ')')
@@ -225,10 +237,12 @@ func cpuTime(pids []int) (time.Duration, error) {
 		// utime and stime are fields 14 and 15 of stat, 12 and 13 here.
 		ut, _ := strconv.ParseInt(f[11], 10, 64)
 		st, _ := strconv.ParseInt(f[12], 10, 64)
-		total += time.Duration(ut+st) * time.Second / clockTicks
+		times = append(times, time.Duration(ut+st)*time.Second/clockTicks)
 	}
-	return total, nil
+	return times, nil
 }
+
+func micros(d time.Duration) float64 { return float64(d.Nanoseconds()) / 1e3 }
 
 // clockTicks is USER_HZ, the unit of /proc/<pid>/stat times on Linux.
 const clockTicks = 100

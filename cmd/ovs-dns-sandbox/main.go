@@ -18,6 +18,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/ovs-dns-forwarder/ovs-dns-forwarder/internal/config"
 	"github.com/ovs-dns-forwarder/ovs-dns-forwarder/internal/lab"
 )
 
@@ -92,7 +93,7 @@ upstream_query_timeout = 2
 	if err := waitFlows(l); err != nil {
 		return err
 	}
-	flows, _ := l.DumpFlows(0x444e53)
+	flows, _ := l.DumpFlows(config.Defaults().FlowCookie)
 	for _, f := range flows {
 		fmt.Println("    " + f)
 	}
@@ -126,7 +127,7 @@ upstream_query_timeout = 2
 // waitFlows waits until the daemon's two flows are on the bridge.
 func waitFlows(l *lab.Lab) error {
 	for i := 0; i < 100; i++ {
-		if flows, err := l.DumpFlows(0x444e53); err == nil && len(flows) == 2 {
+		if flows, err := l.DumpFlows(config.Defaults().FlowCookie); err == nil && len(flows) == 2 {
 			return nil
 		}
 		time.Sleep(100 * time.Millisecond)
