@@ -26,6 +26,9 @@ import (
 	"github.com/ovs-dns-forwarder/ovs-dns-forwarder/internal/config"
 	"github.com/ovs-dns-forwarder/ovs-dns-forwarder/internal/ofswitch"
 	"github.com/ovs-dns-forwarder/ovs-dns-forwarder/internal/pipeline"
+	"github.com/ovs-dns-forwarder/ovs-dns-forwarder/internal/ratelimit"
+	"github.com/ovs-dns-forwarder/ovs-dns-forwarder/internal/resolver"
+	"github.com/ovs-dns-forwarder/ovs-dns-forwarder/internal/resolver/cache"
 	"github.com/ovs-dns-forwarder/ovs-dns-forwarder/internal/resolver/forward"
 	"github.com/ovs-dns-forwarder/ovs-dns-forwarder/internal/responder"
 	"github.com/ovs-dns-forwarder/ovs-dns-forwarder/internal/upstream"
@@ -101,31 +104,47 @@ func serve(cfg *config.Config, logOut io.Writer) error {
 	}
 	defer client.Close()
 
+	spec := pipeline.Spec{
+		Table:          cfg.FlowTable,
+		Priority:       cfg.FlowPriority,
+		Cookie:         cfg.FlowCookie,
+		ControllerID:   cfg.ControllerID,
+		Services:       cfg.ClientServers,
+		NoMeters:       !cfg.Meters,
+		MeterRate:      cfg.MeterRate,
+		MeterBurst:     cfg.MeterBurst,
+		PortMeterRate:  cfg.PortMeterRate,
+		PortMeterBurst: cfg.PortMeterBurst,
+	}
 	sw := ofswitch.New(ofswitch.Config{
 		Target:       cfg.OpenFlowConnection,
 		ControllerID: cfg.ControllerID,
 		Cookie:       cfg.FlowCookie,
 		TableID:      cfg.FlowTable,
-		Flows: pipeline.Flows(pipeline.Spec{
-			Table:        cfg.FlowTable,
-			Priority:     cfg.FlowPriority,
-			Cookie:       cfg.FlowCookie,
-			ControllerID: cfg.ControllerID,
-			Services:     cfg.ClientServers,
-		}),
-		Logger: logger,
+		Declare:      spec.Declare,
+		OwnsMeter:    spec.OwnsMeter,
+		Logger:       logger,
 	})
+	chain, closeChain, err := resolverChain(cfg, client, logger)
+	if err != nil {
+		return err
+	}
+	defer closeChain()
+	var limiter responder.Limiter
+	if cfg.PortRateLimit > 0 {
+		limiter = ratelimit.New(float64(cfg.PortRateLimit), cfg.PortRateBurst, maxLimitedPorts)
+	}
 	resp := responder.New(responder.Config{
 		Services:    cfg.ClientServers,
-		Handler:     forward.New(client, cfg.UpstreamServers, cfg.UpstreamTimeout, logger),
+		Handler:     chain.handler,
 		Out:         sw,
 		MaxInflight: cfg.MaxInflight,
 		MaxUDPSize:  cfg.MaxUDPSize,
 		MTU:         cfg.MTU,
-		// Each upstream gets the full timeout in turn; a second on top
-		// covers the TCP retry's connect.
-		Deadline: time.Duration(len(cfg.UpstreamServers))*cfg.UpstreamTimeout + time.Second,
-		Logger:   logger,
+		Deadline:    queryDeadline(cfg),
+		Limiter:     limiter,
+		TrustAD:     cfg.TrustUpstreamAD,
+		Logger:      logger,
 	})
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
@@ -136,9 +155,75 @@ func serve(cfg *config.Config, logOut io.Writer) error {
 		"table", cfg.FlowTable, "priority", cfg.FlowPriority,
 		"cookie", fmt.Sprintf("%#x", cfg.FlowCookie), "controller_id", cfg.ControllerID)
 	err = sw.Run(ctx, resp.HandlePacketIn)
-	logger.Info("stopped", "responder", resp.Stats(), "upstream", client.Stats(), "openflow", sw.Stats())
+	logger.Info("stopped", "responder", resp.Stats(), "cache", chain.cacheStats(), "forward", chain.forward.Stats(),
+		"upstream", client.Stats(), "openflow", sw.Stats())
 	if err != nil && !errors.Is(err, context.Canceled) {
 		return err
 	}
 	return nil
+}
+
+// maxLimitedPorts bounds the ports the per-port rate limiter tracks at
+// once; a compute node has far fewer VM ports.
+const maxLimitedPorts = 4096
+
+// chain is the resolver chain and the parts of it the daemon reports on.
+type chain struct {
+	handler resolver.Handler
+	cache   *cache.Cache // nil when cache_size is 0
+	forward *forward.Forward
+}
+
+func (c chain) cacheStats() map[string]uint64 {
+	if c.cache == nil {
+		return nil
+	}
+	return c.cache.Stats()
+}
+
+// resolverChain builds the handler chain: the cache (unless cache_size is
+// 0) in front of the forwarder. The returned function stops the
+// forwarder's background probes.
+func resolverChain(cfg *config.Config, client *upstream.Client, logger *slog.Logger) (chain, func(), error) {
+	policy, err := forward.ParsePolicy(cfg.UpstreamPolicy)
+	if err != nil {
+		return chain{}, nil, err
+	}
+	fwd, err := forward.New(client, forward.Config{
+		Servers: cfg.UpstreamServers,
+		Zones:   cfg.ForwardZones,
+		Policy:  policy,
+		Timeout: cfg.UpstreamTimeout,
+		Logger:  logger,
+	})
+	if err != nil {
+		return chain{}, nil, err
+	}
+	c := chain{handler: fwd, forward: fwd}
+	if cfg.CacheSize > 0 {
+		c.cache = cache.New(cache.Config{
+			Size:        cfg.CacheSize,
+			MinTTL:      cfg.CacheMinTTL,
+			MaxTTL:      cfg.CacheMaxTTL,
+			NegativeTTL: cfg.CacheNegativeTTL,
+			ServeStale:  cfg.ServeStale,
+			StaleTTL:    cfg.ServeStaleTTL,
+			Prefetch:    cfg.Prefetch,
+			Set:         fwd.Set,
+			Logger:      logger,
+		}, fwd)
+		c.handler = c.cache
+	}
+	return c, func() { fwd.Close() }, nil
+}
+
+// queryDeadline bounds one query: every server of the largest upstream set
+// gets the full timeout in turn, and a second on top covers a TCP retry's
+// connect.
+func queryDeadline(cfg *config.Config) time.Duration {
+	most := len(cfg.UpstreamServers)
+	for _, z := range cfg.ForwardZones {
+		most = max(most, len(z.Servers))
+	}
+	return time.Duration(most)*cfg.UpstreamTimeout + time.Second
 }

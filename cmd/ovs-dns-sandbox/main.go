@@ -90,7 +90,7 @@ upstream_query_timeout = 2
 		return err
 	}
 	defer p.Stop()
-	if err := waitFlows(l); err != nil {
+	if err := waitFlows(l, 2*(1+len(vms))); err != nil {
 		return err
 	}
 	flows, _ := l.DumpFlows(config.Defaults().FlowCookie)
@@ -124,10 +124,10 @@ upstream_query_timeout = 2
 	return nil
 }
 
-// waitFlows waits until the daemon's two flows are on the bridge.
-func waitFlows(l *lab.Lab) error {
+// waitFlows waits until the daemon's n flows are on the bridge.
+func waitFlows(l *lab.Lab, n int) error {
 	for i := 0; i < 100; i++ {
-		if flows, err := l.DumpFlows(config.Defaults().FlowCookie); err == nil && len(flows) == 2 {
+		if flows, err := l.DumpFlows(config.Defaults().FlowCookie); err == nil && len(flows) == n {
 			return nil
 		}
 		time.Sleep(100 * time.Millisecond)

@@ -25,6 +25,9 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/ovs-dns-forwarder/ovs-dns-forwarder/internal/pipeline"
+	"github.com/ovs-dns-forwarder/ovs-dns-forwarder/internal/resolver/forward"
 )
 
 // Section names as the daemon looks them up (after normalizeSection).
@@ -112,6 +115,41 @@ type Config struct {
 	MTU int
 	// Debug turns on debug logging ([DEFAULT] debug).
 	Debug bool
+
+	// CacheSize bounds the answers cached; 0 turns the cache off.
+	CacheSize int
+	// CacheMinTTL and CacheMaxTTL clamp the TTL an answer is cached for.
+	CacheMinTTL, CacheMaxTTL time.Duration
+	// CacheNegativeTTL caps how long NXDOMAIN and NODATA answers are
+	// cached (their own TTL comes from the SOA, RFC 2308).
+	CacheNegativeTTL time.Duration
+	// ServeStale answers from expired entries, expired no longer ago than
+	// ServeStaleTTL, when every upstream fails (RFC 8767).
+	ServeStale    bool
+	ServeStaleTTL time.Duration
+	// Prefetch refreshes popular entries shortly before they expire.
+	Prefetch bool
+
+	// UpstreamPolicy orders the upstreams: "sequential" (the configured
+	// order), "round_robin" or "random".
+	UpstreamPolicy string
+	// TrustUpstreamAD keeps the AD bit of upstream answers; otherwise it
+	// is cleared.
+	TrustUpstreamAD bool
+	// ForwardZones send the names under each zone to the zone's own
+	// servers (forward_zones); the longest matching zone wins.
+	ForwardZones []forward.Zone
+
+	// PortRateLimit is the queries per second one VM port may send, with
+	// bursts of PortRateBurst; 0 turns the limit off.
+	PortRateLimit, PortRateBurst int
+	// Meters puts OpenFlow meters on the capture flows: one per VM port
+	// (PortMeterRate packets/s, burst PortMeterBurst) and one for ports not
+	// yet learnt (MeterRate, MeterBurst). Off for bridges without meter
+	// support.
+	Meters                        bool
+	MeterRate, MeterBurst         uint32
+	PortMeterRate, PortMeterBurst uint32
 }
 
 // Defaults returns the configuration used when no file sets anything.
@@ -130,6 +168,18 @@ func Defaults() *Config {
 		MaxInflight:        1024,
 		MaxUDPSize:         1232,
 		MTU:                1500,
+		CacheSize:          10000,
+		CacheMaxTTL:        24 * time.Hour,
+		CacheNegativeTTL:   time.Hour,
+		ServeStaleTTL:      24 * time.Hour,
+		UpstreamPolicy:     PolicySequential,
+		PortRateLimit:      1024,
+		PortRateBurst:      200,
+		Meters:             true,
+		MeterRate:          pipeline.DefaultMeterRate,
+		MeterBurst:         pipeline.DefaultMeterBurst,
+		PortMeterRate:      pipeline.DefaultPortMeterRate,
+		PortMeterBurst:     pipeline.DefaultPortMeterBurst,
 	}
 }
 
@@ -265,6 +315,7 @@ func (s settings) config() (*Config, error) {
 			func() error { return intOption(s, sectionDNS, optMTU, 1280, 65535, &c.MTU) },
 		}
 	)
+	steps = append(steps, s.resolverSteps(c)...)
 	for _, step := range steps {
 		if err := step(); err != nil {
 			return nil, err
@@ -318,7 +369,7 @@ func (s settings) boolOption(section, option string, dst *bool) error {
 }
 
 // intOption sets *dst from an integer option in [lo, hi], if set.
-func intOption[T ~int | ~int64 | ~uint8 | ~uint16](s settings, section, option string, lo, hi int64, dst *T) error {
+func intOption[T ~int | ~int64 | ~uint8 | ~uint16 | ~uint32](s settings, section, option string, lo, hi int64, dst *T) error {
 	v, ok := s.get(section, option)
 	if !ok {
 		return nil

@@ -49,6 +49,18 @@ func TestDefaults(t *testing.T) {
 		MaxInflight:        1024,
 		MaxUDPSize:         1232,
 		MTU:                1500,
+		CacheSize:          10000,
+		CacheMaxTTL:        24 * time.Hour,
+		CacheNegativeTTL:   time.Hour,
+		ServeStaleTTL:      24 * time.Hour,
+		UpstreamPolicy:     "sequential",
+		PortRateLimit:      1024,
+		PortRateBurst:      200,
+		Meters:             true,
+		MeterRate:          10000,
+		MeterBurst:         100,
+		PortMeterRate:      1024,
+		PortMeterBurst:     100,
 	}
 	if got := Defaults(); !reflect.DeepEqual(got, want) {
 		t.Fatalf("Defaults() = %+v, want %+v", got, want)

@@ -1,7 +1,17 @@
 // Package ofswitch keeps an OpenFlow 1.3 session with one Open vSwitch bridge:
-// it dials (and redials), installs a declared set of flows and keeps it
-// installed, delivers packet-ins to a callback and sends packet-outs in
-// batches.
+// it dials (and redials), installs a declared set of meters and flows and
+// keeps it installed, delivers packet-ins to a callback and sends
+// packet-outs in batches.
+//
+// The set is a function of the bridge's ports (Config.Declare): the
+// session learns the ports with a PORT_DESC request at connect and from
+// PORT_STATUS messages afterwards, and when they change it adds what the
+// new set declares and deletes (strictly, by its cookie) what it no longer
+// does. Every second it dumps the set's flows and all meters: missing
+// flows or meters are reinstalled (also within the debounce after a
+// FLOW_REMOVED), flows with the cookie and meters of its own id block that
+// the set does not declare are deleted, and the meters' drop counts are
+// summed into the meter_drops counter.
 package ofswitch
 
 import (
@@ -30,9 +40,18 @@ type Config struct {
 	Cookie uint64
 	// TableID is the table the set lives in, dumped to check the set.
 	TableID uint8
-	// Flows is the declared set. Each is installed with command add and
-	// the send_flow_rem flag.
-	Flows []openflow.FlowMod
+	// Declare returns the declared set for the bridge's ports (sorted
+	// physical port numbers, LOCAL excluded; nil before they are known):
+	// meters (installed with add, then modify to settle one left by an
+	// earlier run) and flows (installed with command add and the
+	// send_flow_rem flag). Each meter's id must be unique, and flows may
+	// name only meters of the set. Nil declares nothing.
+	Declare func(ports []uint32) ([]openflow.MeterMod, []openflow.FlowMod)
+	// OwnsMeter reports whether a meter id belongs to the daemon: such
+	// meters are deleted when the set does not declare them. Nil: only
+	// declared meters are ever deleted (on shutdown and when the set drops
+	// them).
+	OwnsMeter func(id uint32) bool
 	// Logger receives the session's log lines; nil discards them.
 	Logger *slog.Logger
 }
@@ -66,6 +85,12 @@ const (
 	cOpenFlowErrors
 	cEchoTimeouts
 	cBadMessages
+	cMeterDrops
+	cPortChanges
+	cStaleMetersRemoved
+	gPorts
+	gMeters
+	gFlows
 	numCounters
 )
 
@@ -85,6 +110,12 @@ var counterNames = [numCounters]string{
 	cOpenFlowErrors:     "openflow_errors",
 	cEchoTimeouts:       "echo_timeouts",
 	cBadMessages:        "bad_messages",
+	cMeterDrops:         "meter_drops",
+	cPortChanges:        "port_changes",
+	cStaleMetersRemoved: "stale_meters_removed",
+	gPorts:              "ports",
+	gMeters:             "meters",
+	gFlows:              "flows",
 }
 
 // flowKey identifies a flow within the set's table.
@@ -98,9 +129,17 @@ type flowKey struct {
 type Switch struct {
 	cfg    Config
 	log    *slog.Logger
-	flows  []openflow.FlowMod
-	want   map[flowKey]struct{}
 	target string
+
+	// The declared set and what it depends on, owned by the goroutine
+	// running Run.
+	ports    []uint32
+	meters   []openflow.MeterMod
+	meterIdx map[uint32]int
+	flows    []openflow.FlowMod
+	want     map[flowKey]int
+	// lastBand is the last band packet count seen per meter.
+	lastBand map[uint32]uint64
 
 	// Timing, shortened by tests.
 	echoInterval     time.Duration
@@ -124,8 +163,8 @@ func New(cfg Config) *Switch {
 	s := &Switch{
 		cfg:              cfg,
 		log:              cfg.Logger,
-		want:             make(map[flowKey]struct{}),
 		target:           cfg.Target,
+		lastBand:         make(map[uint32]uint64),
 		echoInterval:     5 * time.Second,
 		checkInterval:    time.Second,
 		debounce:         50 * time.Millisecond,
@@ -143,18 +182,61 @@ func New(cfg Config) *Switch {
 		b := make([]byte, 0, 2048)
 		return &b
 	}
-	for _, fm := range cfg.Flows {
+	s.setDeclared(s.declare(nil))
+	return s
+}
+
+// declared is one declared set, normalized.
+type declared struct {
+	meters   []openflow.MeterMod
+	meterIdx map[uint32]int
+	flows    []openflow.FlowMod
+	want     map[flowKey]int
+}
+
+// declare asks Config.Declare for the set of ports and normalizes it: flows
+// get the cookie, command add and send_flow_rem; meters command add.
+func (s *Switch) declare(ports []uint32) declared {
+	d := declared{meterIdx: make(map[uint32]int), want: make(map[flowKey]int)}
+	if s.cfg.Declare == nil {
+		return d
+	}
+	meters, flows := s.cfg.Declare(ports)
+	for _, mm := range meters {
+		if _, dup := d.meterIdx[mm.MeterID]; dup {
+			continue
+		}
+		mm.Command = openflow.MeterAdd
+		d.meterIdx[mm.MeterID] = len(d.meters)
+		d.meters = append(d.meters, mm)
+	}
+	for _, fm := range flows {
 		fm.Command = openflow.FlowAdd
 		fm.Flags |= openflow.FlagSendFlowRem
-		fm.Cookie = cfg.Cookie
+		fm.Cookie = s.cfg.Cookie
 		fm.CookieMask = 0
 		fm.Output = append([]uint32(nil), fm.Output...)
-		s.flows = append(s.flows, fm)
-		if fm.TableID == cfg.TableID {
-			s.want[keyOf(fm.Priority, fm.Match)] = struct{}{}
+		if fm.TableID == s.cfg.TableID {
+			d.want[keyOf(fm.Priority, fm.Match)] = len(d.flows)
 		}
+		d.flows = append(d.flows, fm)
 	}
-	return s
+	return d
+}
+
+// setDeclared makes d the current set.
+func (s *Switch) setDeclared(d declared) {
+	s.meters, s.meterIdx, s.flows, s.want = d.meters, d.meterIdx, d.flows, d.want
+	s.counters[gMeters].Store(uint64(len(s.meters)))
+	s.counters[gFlows].Store(uint64(len(s.flows)))
+}
+
+// ownsMeter reports whether meter id is the daemon's.
+func (s *Switch) ownsMeter(id uint32) bool {
+	if _, ok := s.meterIdx[id]; ok {
+		return true
+	}
+	return s.cfg.OwnsMeter != nil && s.cfg.OwnsMeter(id)
 }
 
 // keyOf returns the key of a flow, its IPv4 address unmapped as encoded.
@@ -165,7 +247,14 @@ func keyOf(priority uint16, m openflow.Match) flowKey {
 	return flowKey{priority: priority, match: m}
 }
 
-// Stats returns the session's counters by name.
+// Stats returns the session's counters by name: connects, reconnects,
+// disconnects, dial_errors, flow_installs, flow_reinstalls,
+// stale_flows_removed, stale_meters_removed, packet_ins, packet_outs,
+// packet_out_errors, packet_out_queue_full, openflow_errors,
+// echo_timeouts, bad_messages, meter_drops (packets the set's meters
+// dropped, summed from their band counts), port_changes; and the gauges
+// ports (the bridge's ports known), meters and flows (the declared set's
+// size).
 func (s *Switch) Stats() map[string]uint64 {
 	m := make(map[string]uint64, numCounters)
 	for i := range s.counters {
@@ -232,13 +321,15 @@ func parseTarget(target string) (network, addr string, err error) {
 
 // Run keeps the session until ctx ends: it dials (retrying with backoff
 // from 100 ms to 5 s), negotiates OpenFlow 1.3, turns on asynchronous
-// messages, sets the controller id, installs the flows and keeps them
-// installed, answering echoes and checking the peer is alive. onPacketIn
+// messages, sets the controller id, installs the meters and flows, learns
+// the bridge's ports and keeps the set for them installed, answering echoes
+// and checking the peer is alive. onPacketIn
 // (nil: packet-ins are dropped) runs on the read loop for each packet-in:
 // it must not block, and frame is valid only during the call. When ctx
-// ends, Run deletes the flows by cookie, closes and returns nil. It returns
-// an error only for a bad target, a flow it cannot encode or a switch
-// without OpenFlow 1.3.
+// ends, Run deletes the flows by cookie and the declared meters, closes and
+// returns nil. It returns an error only for a bad target, a flow it cannot
+// encode (in the set declared for no ports) or a switch without OpenFlow
+// 1.3.
 func (s *Switch) Run(ctx context.Context, onPacketIn func(inPort uint32, frame []byte)) error {
 	network, addr, err := parseTarget(s.target)
 	if err != nil {

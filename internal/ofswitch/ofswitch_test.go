@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -27,6 +28,14 @@ type fakeFlow struct {
 	priority uint16
 	flags    uint16
 	match    []byte
+	meter    uint32
+}
+
+// fakeMeter is a meter of the fake switch.
+type fakeMeter struct {
+	flags       uint16
+	rate, burst uint32
+	drops       uint64
 }
 
 // fakeSwitch is an OpenFlow 1.3 switch good enough for the session: it
@@ -41,7 +50,10 @@ type fakeSwitch struct {
 	// silent makes it stop answering anything.
 	silent bool
 	flows  map[string]fakeFlow
-	conn   net.Conn
+	meters map[uint32]*fakeMeter
+	// ports are the port numbers PORT_DESC reports.
+	ports []uint32
+	conn  net.Conn
 	// msgs receives a copy of every message received.
 	msgs  chan []byte
 	conns chan struct{}
@@ -53,12 +65,13 @@ func newFakeSwitch(t *testing.T) *fakeSwitch {
 		t.Fatal(err)
 	}
 	f := &fakeSwitch{
-		t:     t,
-		ln:    ln,
-		hello: []byte{0x05, openflow.TypeHello, 0, 16, 0, 0, 0, 1, 0, 1, 0, 8, 0, 0, 0, 0x32},
-		flows: make(map[string]fakeFlow),
-		msgs:  make(chan []byte, 10000),
-		conns: make(chan struct{}, 10),
+		t:      t,
+		ln:     ln,
+		hello:  []byte{0x05, openflow.TypeHello, 0, 16, 0, 0, 0, 1, 0, 1, 0, 8, 0, 0, 0, 0x32},
+		flows:  make(map[string]fakeFlow),
+		meters: make(map[uint32]*fakeMeter),
+		msgs:   make(chan []byte, 10000),
+		conns:  make(chan struct{}, 10),
 	}
 	go f.accept()
 	t.Cleanup(func() {
@@ -127,10 +140,142 @@ func (f *fakeSwitch) serve(nc net.Conn) {
 		case openflow.TypeEchoRequest:
 			data, _ := openflow.EchoData(msg)
 			f.send(openflow.AppendEchoReply(nil, h.XID, data))
+		case openflow.TypeMeterMod:
+			f.meterMod(msg)
 		case openflow.TypeMultipartRequest:
-			f.send(f.flowStatsReply(h.XID, msg[24], binary.BigEndian.Uint64(msg[32:])))
+			switch binary.BigEndian.Uint16(msg[8:]) {
+			case openflow.MultipartFlow:
+				f.send(f.flowStatsReply(h.XID, msg[24], binary.BigEndian.Uint64(msg[32:])))
+			case openflow.MultipartMeter:
+				f.send(f.meterStatsReply(h.XID))
+			case openflow.MultipartPortDesc:
+				f.send(f.portDescReply(h.XID))
+			}
 		}
 	}
+}
+
+// sendError sends an OpenFlow error answering request msg.
+func (f *fakeSwitch) sendError(msg []byte, typ, code uint16) {
+	e := []byte{openflow.Version, openflow.TypeError, 0, 0, msg[4], msg[5], msg[6], msg[7]}
+	e = binary.BigEndian.AppendUint16(e, typ)
+	e = binary.BigEndian.AppendUint16(e, code)
+	e = append(e, msg[:min(len(msg), 64)]...)
+	binary.BigEndian.PutUint16(e[2:], uint16(len(e)))
+	f.send(e)
+}
+
+// meterMod applies a METER_MOD as Open vSwitch does: add of an existing
+// meter and modify of a missing one fail, delete removes the meter and the
+// flows using it.
+func (f *fakeSwitch) meterMod(msg []byte) {
+	cmd := binary.BigEndian.Uint16(msg[8:])
+	id := binary.BigEndian.Uint32(msg[12:])
+	m := &fakeMeter{flags: binary.BigEndian.Uint16(msg[10:])}
+	if len(msg) >= 32 {
+		m.rate = binary.BigEndian.Uint32(msg[20:])
+		m.burst = binary.BigEndian.Uint32(msg[24:])
+	}
+	f.mu.Lock()
+	old, exists := f.meters[id]
+	switch {
+	case cmd == openflow.MeterAdd && exists:
+		f.mu.Unlock()
+		f.sendError(msg, openflow.ErrorTypeMeterModFailed, openflow.MeterErrExists)
+		return
+	case cmd == openflow.MeterModify && !exists:
+		f.mu.Unlock()
+		f.sendError(msg, openflow.ErrorTypeMeterModFailed, openflow.MeterErrUnknown)
+		return
+	case cmd == openflow.MeterModify:
+		m.drops = old.drops
+		f.meters[id] = m
+	case cmd == openflow.MeterAdd:
+		f.meters[id] = m
+	case cmd == openflow.MeterDelete:
+		delete(f.meters, id)
+		for k, x := range f.flows {
+			if x.meter == id {
+				delete(f.flows, k)
+			}
+		}
+	}
+	f.mu.Unlock()
+}
+
+// meter returns a copy of meter id and whether it exists.
+func (f *fakeSwitch) meter(id uint32) (fakeMeter, bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	m, ok := f.meters[id]
+	if !ok {
+		return fakeMeter{}, false
+	}
+	return *m, true
+}
+
+// meterIDs returns the ids of the fake's meters.
+func (f *fakeSwitch) meterIDs() []uint32 {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	ids := make([]uint32, 0, len(f.meters))
+	for id := range f.meters {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	return ids
+}
+
+// meterStatsReply answers a meter dump with every meter, one band each.
+func (f *fakeSwitch) meterStatsReply(xid uint32) []byte {
+	msg := []byte{openflow.Version, openflow.TypeMultipartReply, 0, 0, 0, 0, 0, 0, 0, 9, 0, 0, 0, 0, 0, 0}
+	binary.BigEndian.PutUint32(msg[4:], xid)
+	f.mu.Lock()
+	for id, m := range f.meters {
+		e := make([]byte, 56)
+		binary.BigEndian.PutUint32(e, id)
+		binary.BigEndian.PutUint16(e[4:], 56)
+		binary.BigEndian.PutUint64(e[40:], m.drops)
+		msg = append(msg, e...)
+	}
+	f.mu.Unlock()
+	binary.BigEndian.PutUint16(msg[2:], uint16(len(msg)))
+	return msg
+}
+
+// portDesc returns an ofp_port of number no.
+func portDesc(no uint32) []byte {
+	p := make([]byte, 64)
+	binary.BigEndian.PutUint32(p, no)
+	copy(p[16:], "port")
+	return p
+}
+
+// portDescReply answers a PORT_DESC request with the fake's ports and LOCAL.
+func (f *fakeSwitch) portDescReply(xid uint32) []byte {
+	msg := []byte{openflow.Version, openflow.TypeMultipartReply, 0, 0, 0, 0, 0, 0, 0, 13, 0, 0, 0, 0, 0, 0}
+	binary.BigEndian.PutUint32(msg[4:], xid)
+	f.mu.Lock()
+	for _, no := range f.ports {
+		msg = append(msg, portDesc(no)...)
+	}
+	f.mu.Unlock()
+	msg = append(msg, portDesc(openflow.PortLocal)...)
+	binary.BigEndian.PutUint16(msg[2:], uint16(len(msg)))
+	return msg
+}
+
+// portStatus sends a PORT_STATUS and updates the fake's ports.
+func (f *fakeSwitch) portStatus(reason uint8, no uint32) {
+	f.mu.Lock()
+	if reason == openflow.PortDeleted {
+		f.ports = slices.DeleteFunc(f.ports, func(p uint32) bool { return p == no })
+	} else {
+		f.ports = append(f.ports, no)
+	}
+	f.mu.Unlock()
+	msg := []byte{openflow.Version, openflow.TypePortStatus, 0, 80, 0, 0, 0, 0, reason, 0, 0, 0, 0, 0, 0, 0}
+	f.send(append(msg, portDesc(no)...))
 }
 
 // matchBytes returns the padded ofp_match of a flow-mod.
@@ -148,10 +293,17 @@ func (f *fakeSwitch) flowMod(msg []byte) {
 		flags:    binary.BigEndian.Uint16(msg[44:]),
 		match:    bytes.Clone(matchBytes(msg)),
 	}
+	if inst := msg[48+len(ff.match):]; len(inst) >= 8 && binary.BigEndian.Uint16(inst) == 6 {
+		ff.meter = binary.BigEndian.Uint32(inst[4:])
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	switch msg[25] {
 	case openflow.FlowAdd:
+		if _, ok := f.meters[ff.meter]; ff.meter != 0 && !ok {
+			go f.sendError(bytes.Clone(msg), openflow.ErrorTypeMeterModFailed, openflow.MeterErrInvalid)
+			return
+		}
 		f.flows[fakeKey(ff)] = ff
 	case openflow.FlowDelete:
 		mask := binary.BigEndian.Uint64(msg[16:])
@@ -269,15 +421,43 @@ func (f *fakeSwitch) waitConn(t *testing.T) {
 	}
 }
 
-// testFlows are the two flows the daemon installs.
+// testMeter is the global meter of the test set; port P's is testMeter+P.
+const testMeter = 100
+
+// meterFlags are the flags of the test set's meters.
+const meterFlags = openflow.MeterFlagPktps | openflow.MeterFlagBurst | openflow.MeterFlagStats
+
+// testFlows are the two generic flows the daemon installs.
 func testFlows() []openflow.FlowMod {
 	return []openflow.FlowMod{
-		{TableID: 60, Priority: 102, MaxLen: openflow.MaxLenNoBuffer, ControllerID: 53,
+		{TableID: 60, Priority: 102, MaxLen: openflow.MaxLenNoBuffer, ControllerID: 53, MeterID: testMeter,
 			Match: openflow.Match{EthType: 0x0800, IPProto: 17, IPv4Dst: netip.MustParseAddr("169.254.169.254"), UDPDst: 53}},
-		{TableID: 60, Priority: 102, MaxLen: openflow.MaxLenNoBuffer, ControllerID: 53,
+		{TableID: 60, Priority: 102, MaxLen: openflow.MaxLenNoBuffer, ControllerID: 53, MeterID: testMeter,
 			Match: openflow.Match{EthType: 0x86dd, IPProto: 17, IPv6Dst: netip.MustParseAddr("fd00::254"), UDPDst: 53}},
 	}
 }
+
+// portFlow is the flow of port p in the test set.
+func portFlow(p uint32) openflow.FlowMod {
+	return openflow.FlowMod{TableID: 60, Priority: 103, MaxLen: openflow.MaxLenNoBuffer, ControllerID: 53, MeterID: testMeter + p,
+		Match: openflow.Match{InPort: p, EthType: 0x0800, IPProto: 17, IPv4Dst: netip.MustParseAddr("169.254.169.254"), UDPDst: 53}}
+}
+
+// testDeclare is the test set: per port a meter and a flow, then the
+// global meter and the generic flows.
+func testDeclare(ports []uint32) ([]openflow.MeterMod, []openflow.FlowMod) {
+	var meters []openflow.MeterMod
+	var flows []openflow.FlowMod
+	for _, p := range ports {
+		meters = append(meters, openflow.MeterMod{MeterID: testMeter + p, Flags: meterFlags, Rate: 50, Burst: 10})
+		flows = append(flows, portFlow(p))
+	}
+	meters = append(meters, openflow.MeterMod{MeterID: testMeter, Flags: meterFlags, Rate: 1000, Burst: 100})
+	return meters, append(flows, testFlows()...)
+}
+
+// testOwnsMeter owns the ids 100..199.
+func testOwnsMeter(id uint32) bool { return id >= testMeter && id < 200 }
 
 // started runs a Switch against f with short timings; cancel stops it and
 // waits for Run to return.
@@ -288,7 +468,7 @@ type started struct {
 
 func start(t *testing.T, f *fakeSwitch, onPacketIn func(uint32, []byte), tweaks ...func(*Switch)) started {
 	t.Helper()
-	sw := New(Config{Target: f.target(), ControllerID: 53, Cookie: testCookie, TableID: 60, Flows: testFlows()})
+	sw := New(Config{Target: f.target(), ControllerID: 53, Cookie: testCookie, TableID: 60, Declare: testDeclare, OwnsMeter: testOwnsMeter})
 	sw.checkInterval = 50 * time.Millisecond
 	sw.echoInterval = 100 * time.Millisecond
 	sw.backoffMin = 10 * time.Millisecond
@@ -331,20 +511,43 @@ func expectHandshake(t *testing.T, f *fakeSwitch) {
 	if !bytes.Equal(id[8:], []byte{0, 0, 0x23, 0x20, 0, 0, 0, 20, 0, 0, 0, 0, 0, 0, 0, 53}) {
 		t.Errorf("set controller id %x", id)
 	}
+	expectMeter(t, f, openflow.MeterAdd, testMeter, 1000, 100)
+	expectMeter(t, f, openflow.MeterModify, testMeter, 1000, 100)
 	for i, want := range testFlows() {
-		fm := f.next(t, openflow.TypeFlowMod)
-		wantMsg, err := openflow.AppendFlowMod(nil, binary.BigEndian.Uint32(fm[4:]), &openflow.FlowMod{
-			Cookie: testCookie, TableID: want.TableID, Command: openflow.FlowAdd, Priority: want.Priority,
-			Flags: openflow.FlagSendFlowRem, Match: want.Match, ControllerID: 53, MaxLen: 0xffff,
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if !bytes.Equal(fm, wantMsg) {
-			t.Errorf("flow %d:\n got %x\nwant %x", i, fm, wantMsg)
-		}
+		expectFlow(t, f, i, want)
 	}
 	f.next(t, openflow.TypeBarrierRequest)
+}
+
+// expectFlow checks that the next message adds flow want.
+func expectFlow(t *testing.T, f *fakeSwitch, i int, want openflow.FlowMod) {
+	t.Helper()
+	fm := f.next(t, openflow.TypeFlowMod)
+	want.Cookie = testCookie
+	want.Command = openflow.FlowAdd
+	want.Flags = openflow.FlagSendFlowRem
+	wantMsg, err := openflow.AppendFlowMod(nil, binary.BigEndian.Uint32(fm[4:]), &want)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(fm, wantMsg) {
+		t.Errorf("flow %d:\n got %x\nwant %x", i, fm, wantMsg)
+	}
+}
+
+// expectMeter checks that the next message is a METER_MOD cmd of meter id
+// with one band of rate and burst (none for a delete).
+func expectMeter(t *testing.T, f *fakeSwitch, cmd uint16, id, rate, burst uint32) {
+	t.Helper()
+	mm := f.next(t, openflow.TypeMeterMod)
+	want := openflow.AppendMeterMod(nil, binary.BigEndian.Uint32(mm[4:]), &openflow.MeterMod{
+		Command: cmd, Flags: meterFlags, MeterID: id, Rate: rate, Burst: burst})
+	if cmd == openflow.MeterDelete {
+		want = openflow.AppendMeterMod(nil, binary.BigEndian.Uint32(mm[4:]), &openflow.MeterMod{Command: cmd, MeterID: id})
+	}
+	if !bytes.Equal(mm, want) {
+		t.Errorf("meter-mod:\n got %x\nwant %x", mm, want)
+	}
 }
 
 // waitFor polls cond for up to 3 s.
@@ -367,6 +570,9 @@ func TestHandshakeAndShutdown(t *testing.T) {
 	if n := f.flowCount(testCookie); n != 2 {
 		t.Fatalf("%d flows installed", n)
 	}
+	if m, ok := f.meter(testMeter); !ok || m.rate != 1000 || m.burst != 100 || m.flags != meterFlags {
+		t.Fatalf("meter %+v %v", m, ok)
+	}
 
 	begin := time.Now()
 	if err := s.cancel(); err != nil {
@@ -383,9 +589,13 @@ func TestHandshakeAndShutdown(t *testing.T) {
 	if !bytes.Equal(del, want) {
 		t.Errorf("delete:\n got %x\nwant %x", del, want)
 	}
+	expectMeter(t, f, openflow.MeterDelete, testMeter, 0, 0)
 	f.next(t, openflow.TypeBarrierRequest)
 	if n := f.flowCount(testCookie); n != 0 {
 		t.Errorf("%d flows left", n)
+	}
+	if ids := f.meterIDs(); len(ids) != 0 {
+		t.Errorf("meters left: %v", ids)
 	}
 	if s.sw.Connected() {
 		t.Error("still connected")
@@ -424,6 +634,8 @@ func TestReinstallAfterFlowRemoved(t *testing.T) {
 
 	begin := time.Now()
 	f.removeAll(true)
+	expectMeter(t, f, openflow.MeterAdd, testMeter, 1000, 100)
+	expectMeter(t, f, openflow.MeterModify, testMeter, 1000, 100)
 	f.next(t, openflow.TypeFlowMod)
 	f.next(t, openflow.TypeFlowMod)
 	f.next(t, openflow.TypeBarrierRequest)
@@ -528,7 +740,7 @@ func TestVersionMismatch(t *testing.T) {
 	f.mu.Lock()
 	f.hello = []byte{0x01, openflow.TypeHello, 0, 8, 0, 0, 0, 1}
 	f.mu.Unlock()
-	sw := New(Config{Target: f.target(), Flows: testFlows()})
+	sw := New(Config{Target: f.target(), Declare: testDeclare})
 	err := sw.Run(context.Background(), nil)
 	if !errors.Is(err, ErrVersion) {
 		t.Fatalf("Run: %v, want ErrVersion", err)
@@ -541,8 +753,10 @@ func TestBadConfig(t *testing.T) {
 			t.Errorf("target %q: no error", target)
 		}
 	}
-	bad := []openflow.FlowMod{{MaxLen: 1, Match: openflow.Match{IPv4Dst: netip.MustParseAddr("::1")}}}
-	if err := New(Config{Target: "unix:/nonexistent", Flows: bad}).Run(context.Background(), nil); err == nil {
+	bad := func([]uint32) ([]openflow.MeterMod, []openflow.FlowMod) {
+		return nil, []openflow.FlowMod{{MaxLen: 1, Match: openflow.Match{IPv4Dst: netip.MustParseAddr("::1")}}}
+	}
+	if err := New(Config{Target: "unix:/nonexistent", Declare: bad}).Run(context.Background(), nil); err == nil {
 		t.Error("bad flow: no error")
 	}
 }

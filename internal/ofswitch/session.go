@@ -34,9 +34,12 @@ type conn struct {
 	lastRecv atomic.Int64 // unix nanoseconds of the last message read
 	closing  atomic.Bool  // shutting down: our own deletes are expected
 
-	// Reader to keeper; the reader never blocks on them.
-	removed chan struct{}
+	// Reader to keeper; the reader never blocks on them but for ports,
+	// which it gives up when the connection ends.
+	removed chan flowKey
 	stats   chan statsResult
+	meters  chan meterResult
+	ports   chan portEvent
 	barrier chan uint32
 }
 
@@ -44,6 +47,20 @@ type conn struct {
 type statsResult struct {
 	xid   uint32
 	flows []openflow.FlowStats
+}
+
+// meterResult is one complete meter-stats dump.
+type meterResult struct {
+	xid    uint32
+	meters []openflow.MeterStats
+}
+
+// portEvent is a change of the bridge's ports: the whole list (from
+// PORT_DESC) or one port added or deleted (PORT_STATUS).
+type portEvent struct {
+	all    bool
+	ports  []uint32
+	reason uint8
 }
 
 // fail ends the connection with err (the first failure wins).
@@ -73,8 +90,10 @@ func (s *Switch) session(ctx context.Context, nc net.Conn, onPacketIn func(uint3
 		ctrl:    make(chan []byte, 256),
 		pkts:    make(chan *[]byte, s.queueLen),
 		done:    make(chan struct{}),
-		removed: make(chan struct{}, 1),
+		removed: make(chan flowKey, 256),
 		stats:   make(chan statsResult, 1),
+		meters:  make(chan meterResult, 1),
+		ports:   make(chan portEvent, 64),
 		barrier: make(chan uint32, 8),
 	}
 	br := bufio.NewReaderSize(nc, openflow.MaxMessageLen)
@@ -98,11 +117,12 @@ func (s *Switch) session(ctx context.Context, nc net.Conn, onPacketIn func(uint3
 	c.send(setup)
 	installed := s.install(c)
 	s.count(cFlowInstalls)
+	c.send(openflow.AppendPortDescRequest(nil, s.nextXID()))
 	if s.counters[cConnects].Add(1) > 1 {
 		s.count(cReconnects)
 	}
 	s.log.Info("openflow connected", "target", s.target, "version", "1.3",
-		"controller_id", s.cfg.ControllerID, "flows", len(s.flows))
+		"controller_id", s.cfg.ControllerID, "meters", len(s.meters), "flows", len(s.flows))
 	s.cur.Store(c)
 
 	err = s.keep(ctx, c, installed)
@@ -144,27 +164,139 @@ func (s *Switch) hello(ctx context.Context, nc net.Conn, br *bufio.Reader, buf [
 	return nil
 }
 
-// install queues the whole flow set and a barrier; it returns the xid of
-// the first flow-mod, after which flow dumps show the new set.
+// install queues the whole set (every meter added, then modified to
+// settle one that existed already; every flow added) and a barrier; it
+// returns the xid of the first message, after which dumps show the new set.
 func (s *Switch) install(c *conn) uint32 {
 	first := s.nextXID()
-	msg := make([]byte, 0, 256*len(s.flows)+openflow.HeaderLen)
-	for i := range s.flows {
-		xid := first
-		if i > 0 {
-			xid = s.nextXID()
-		}
-		// Run checked every flow encodes.
-		msg, _ = openflow.AppendFlowMod(msg, xid, &s.flows[i])
+	msg := make([]byte, 0, 48*len(s.meters)+256*len(s.flows)+openflow.HeaderLen)
+	xid := first
+	next := func() uint32 {
+		x := xid
+		xid = s.nextXID()
+		return x
 	}
-	msg = openflow.AppendBarrierRequest(msg, s.nextXID())
+	for i := range s.meters {
+		mm := s.meters[i]
+		msg = openflow.AppendMeterMod(msg, next(), &mm)
+		mm.Command = openflow.MeterModify
+		msg = openflow.AppendMeterMod(msg, next(), &mm)
+	}
+	for i := range s.flows {
+		msg = s.appendFlow(msg, next(), &s.flows[i])
+	}
+	msg = openflow.AppendBarrierRequest(msg, xid)
 	c.send(msg)
 	return first
 }
 
-// keep is the keeper loop: echoes, periodic flow checks, debounced
-// reinstalls and the shutdown.
-func (s *Switch) keep(ctx context.Context, c *conn, installed uint32) error {
+// appendFlow appends fm, logging a flow it cannot encode.
+func (s *Switch) appendFlow(msg []byte, xid uint32, fm *openflow.FlowMod) []byte {
+	out, err := openflow.AppendFlowMod(msg, xid, fm)
+	if err != nil {
+		s.log.Error("flow not installed", "priority", fm.Priority, "err", err)
+	}
+	return out
+}
+
+// sameFlow reports whether two declared flows with the same key have the
+// same instructions and settings.
+func sameFlow(a, b *openflow.FlowMod) bool {
+	return a.MeterID == b.MeterID && a.ControllerID == b.ControllerID && a.MaxLen == b.MaxLen &&
+		a.Flags == b.Flags && a.IdleTimeout == b.IdleTimeout && a.HardTimeout == b.HardTimeout &&
+		a.TableID == b.TableID && slices.Equal(a.Output, b.Output)
+}
+
+// update applies a change of ports: it declares the set for the new ports
+// and queues what differs from the current one (new and changed meters,
+// new and changed flows, strict deletes of flows no longer declared, then
+// deletes of meters no longer declared). It returns the xid of its first
+// message, or ok false when nothing changed.
+func (s *Switch) update(c *conn) (first uint32, ok bool) {
+	d := s.declare(s.ports)
+	first = s.nextXID()
+	xid := first
+	next := func() uint32 {
+		x := xid
+		xid = s.nextXID()
+		return x
+	}
+	var msg []byte
+	for i := range d.meters {
+		mm := d.meters[i]
+		j, had := s.meterIdx[mm.MeterID]
+		if had && s.meters[j] == mm {
+			continue
+		}
+		if !had {
+			msg = openflow.AppendMeterMod(msg, next(), &mm)
+		}
+		mm.Command = openflow.MeterModify
+		msg = openflow.AppendMeterMod(msg, next(), &mm)
+	}
+	for i := range d.flows {
+		fm := &d.flows[i]
+		if fm.TableID == s.cfg.TableID {
+			if j, had := s.want[keyOf(fm.Priority, fm.Match)]; had && sameFlow(&s.flows[j], fm) {
+				continue
+			}
+		}
+		msg = s.appendFlow(msg, next(), fm)
+	}
+	for i := range s.flows {
+		fm := &s.flows[i]
+		if _, keep := d.want[keyOf(fm.Priority, fm.Match)]; keep && fm.TableID == s.cfg.TableID {
+			continue
+		}
+		del := openflow.FlowMod{
+			Cookie: s.cfg.Cookie, CookieMask: ^uint64(0), TableID: fm.TableID,
+			Command: openflow.FlowDeleteStrict, Priority: fm.Priority,
+			OutPort: openflow.PortAny, OutGroup: openflow.GroupAny, Match: fm.Match,
+		}
+		msg = s.appendFlow(msg, next(), &del)
+	}
+	for _, mm := range s.meters {
+		if _, keep := d.meterIdx[mm.MeterID]; keep {
+			continue
+		}
+		msg = openflow.AppendMeterMod(msg, next(), &openflow.MeterMod{Command: openflow.MeterDelete, MeterID: mm.MeterID})
+	}
+	s.setDeclared(d)
+	if len(msg) == 0 {
+		return 0, false
+	}
+	c.send(msg)
+	return first, true
+}
+
+// portsChanged applies a port event to the known ports and reports whether
+// they changed.
+func (s *Switch) portsChanged(ev portEvent) bool {
+	old := s.ports
+	var ports []uint32
+	switch {
+	case ev.all:
+		ports = slices.Clone(ev.ports)
+	case ev.reason == openflow.PortDeleted:
+		ports = slices.DeleteFunc(slices.Clone(old), func(p uint32) bool { return slices.Contains(ev.ports, p) })
+	default:
+		ports = append(slices.Clone(old), ev.ports...)
+	}
+	ports = slices.DeleteFunc(ports, func(p uint32) bool { return p == 0 || p > openflow.PortMax })
+	slices.Sort(ports)
+	ports = slices.Compact(ports)
+	s.counters[gPorts].Store(uint64(len(ports)))
+	if slices.Equal(ports, old) {
+		return false
+	}
+	s.ports = ports
+	return true
+}
+
+// keep is the keeper loop: echoes, periodic checks of flows and meters,
+// port changes, debounced reinstalls and the shutdown. changed is the xid
+// of the last change of the set: dumps asked before it are ignored.
+func (s *Switch) keep(ctx context.Context, c *conn, changed uint32) error {
 	echo := time.NewTicker(s.echoInterval)
 	defer echo.Stop()
 	check := time.NewTicker(s.checkInterval)
@@ -177,6 +309,7 @@ func (s *Switch) keep(ctx context.Context, c *conn, installed uint32) error {
 			reason = why
 		}
 	}
+	before := func(xid uint32) bool { return int32(xid-changed) < 0 }
 	for {
 		select {
 		case <-ctx.Done():
@@ -191,12 +324,24 @@ func (s *Switch) keep(ctx context.Context, c *conn, installed uint32) error {
 			}
 			c.send(openflow.AppendEchoRequest(nil, s.nextXID(), nil))
 		case <-check.C:
-			c.send(openflow.AppendFlowStatsRequest(nil, s.nextXID(), s.cfg.TableID, s.cfg.Cookie, ^uint64(0)))
-		case <-c.removed:
-			arm("flow_removed")
+			msg := openflow.AppendFlowStatsRequest(nil, s.nextXID(), s.cfg.TableID, s.cfg.Cookie, ^uint64(0))
+			c.send(openflow.AppendMeterStatsRequest(msg, s.nextXID(), openflow.MeterAll))
+		case k := <-c.removed:
+			if _, ok := s.want[k]; ok {
+				arm("flow_removed")
+			}
+		case ev := <-c.ports:
+			if !s.portsChanged(ev) {
+				continue
+			}
+			s.count(cPortChanges)
+			if xid, ok := s.update(c); ok {
+				changed = xid
+				s.log.Info("flows updated for ports", "ports", len(s.ports), "meters", len(s.meters), "flows", len(s.flows))
+			}
 		case r := <-c.stats:
-			if int32(r.xid-installed) < 0 {
-				continue // asked before the last install
+			if before(r.xid) {
+				continue
 			}
 			missing, stale := s.compare(r.flows)
 			if missing > 0 {
@@ -205,11 +350,22 @@ func (s *Switch) keep(ctx context.Context, c *conn, installed uint32) error {
 			if len(stale) > 0 {
 				s.removeStale(c, stale)
 			}
+		case r := <-c.meters:
+			missing, stale := s.compareMeters(r.meters)
+			if before(r.xid) {
+				continue
+			}
+			if missing > 0 {
+				arm("meter_stats")
+			}
+			if len(stale) > 0 {
+				s.removeStaleMeters(c, stale)
+			}
 		case <-debounce:
 			debounce = nil
-			installed = s.install(c)
+			changed = s.install(c)
 			s.count(cFlowReinstalls)
-			s.log.Info("flows reinstalled", "reason", reason, "flows", len(s.flows))
+			s.log.Info("flows reinstalled", "reason", reason, "meters", len(s.meters), "flows", len(s.flows))
 		}
 	}
 }
@@ -230,6 +386,33 @@ func (s *Switch) compare(dump []openflow.FlowStats) (missing int, stale []openfl
 		}
 	}
 	return len(s.want) - len(seen), stale
+}
+
+// compareMeters adds the drops the daemon's meters counted since the last
+// dump to meter_drops and checks the dump against the declared meters: it
+// returns how many are missing and the ids of the daemon's meters that
+// are not declared.
+func (s *Switch) compareMeters(dump []openflow.MeterStats) (missing int, stale []uint32) {
+	seen := 0
+	last := make(map[uint32]uint64, len(s.lastBand))
+	for _, m := range dump {
+		if !s.ownsMeter(m.MeterID) {
+			continue
+		}
+		prev, ok := s.lastBand[m.MeterID]
+		if !ok || m.BandPackets < prev {
+			prev = 0 // a new meter, or one re-created
+		}
+		s.counters[cMeterDrops].Add(m.BandPackets - prev)
+		last[m.MeterID] = m.BandPackets
+		if _, ok := s.meterIdx[m.MeterID]; ok {
+			seen++
+		} else {
+			stale = append(stale, m.MeterID)
+		}
+	}
+	s.lastBand = last
+	return len(s.meters) - seen, stale
 }
 
 // removeStale deletes flows carrying the cookie that the set does not
@@ -254,8 +437,21 @@ func (s *Switch) removeStale(c *conn, stale []openflow.FlowStats) {
 	}
 }
 
-// shutdown deletes the flows by cookie and waits briefly for the barrier
-// that confirms it.
+// removeStaleMeters deletes meters of the daemon's id block that the set
+// does not declare (left by a port that went away while disconnected, or
+// by an earlier run).
+func (s *Switch) removeStaleMeters(c *conn, ids []uint32) {
+	var msg []byte
+	for _, id := range ids {
+		msg = openflow.AppendMeterMod(msg, s.nextXID(), &openflow.MeterMod{Command: openflow.MeterDelete, MeterID: id})
+		s.count(cStaleMetersRemoved)
+	}
+	c.send(msg)
+	s.log.Info("stale meters removed", "meters", len(ids))
+}
+
+// shutdown deletes the flows by cookie, then the declared meters, and waits
+// briefly for the barrier that confirms it.
 func (s *Switch) shutdown(c *conn) {
 	c.closing.Store(true)
 	s.cur.CompareAndSwap(c, nil)
@@ -264,6 +460,9 @@ func (s *Switch) shutdown(c *conn) {
 		Command: openflow.FlowDelete, OutPort: openflow.PortAny, OutGroup: openflow.GroupAny,
 	}
 	msg, _ := openflow.AppendFlowMod(nil, s.nextXID(), &del)
+	for _, mm := range s.meters {
+		msg = openflow.AppendMeterMod(msg, s.nextXID(), &openflow.MeterMod{Command: openflow.MeterDelete, MeterID: mm.MeterID})
+	}
 	xid := s.nextXID()
 	msg = openflow.AppendBarrierRequest(msg, xid)
 	if !c.send(msg) {
@@ -276,7 +475,7 @@ func (s *Switch) shutdown(c *conn) {
 		select {
 		case got := <-c.barrier:
 			if got == xid {
-				s.log.Info("flows removed", "cookie", fmt.Sprintf("%#x", s.cfg.Cookie))
+				s.log.Info("flows and meters removed", "cookie", fmt.Sprintf("%#x", s.cfg.Cookie), "meters", len(s.meters))
 				return
 			}
 		case <-c.done:
@@ -355,11 +554,24 @@ func (s *Switch) writeLoop(c *conn) {
 	}
 }
 
+// sendPorts hands a port event to the keeper, giving up when the
+// connection ends.
+func (s *Switch) sendPorts(c *conn, ev portEvent) {
+	select {
+	case c.ports <- ev:
+	case <-c.done:
+	}
+}
+
 // readLoop reads and dispatches messages until the connection fails.
 func (s *Switch) readLoop(c *conn, br *bufio.Reader, buf []byte, onPacketIn func(uint32, []byte)) {
 	var pi openflow.PacketIn
 	var dump []openflow.FlowStats
 	var dumpXID uint32
+	var meters []openflow.MeterStats
+	var metersXID uint32
+	var ports []openflow.Port
+	var portsXID uint32
 	for {
 		h, msg, err := openflow.ReadMessage(br, buf)
 		if err != nil {
@@ -393,14 +605,68 @@ func (s *Switch) readLoop(c *conn, br *bufio.Reader, buf []byte, onPacketIn func
 				s.count(cBadMessages)
 				continue
 			}
-			if fr.Cookie == s.cfg.Cookie && fr.Reason == openflow.RemovedDelete && !c.closing.Load() {
+			deleted := fr.Reason == openflow.RemovedDelete || fr.Reason == openflow.RemovedMeterDelete
+			if fr.Cookie == s.cfg.Cookie && fr.TableID == s.cfg.TableID && deleted && !c.closing.Load() {
+				// A full queue holds deletions already; the next dump
+				// finds any other.
 				select {
-				case c.removed <- struct{}{}:
+				case c.removed <- keyOf(fr.Priority, fr.Match):
 				default:
 				}
 			}
+		case openflow.TypePortStatus:
+			ps, err := openflow.ParsePortStatus(msg)
+			if err != nil {
+				s.count(cBadMessages)
+				continue
+			}
+			s.sendPorts(c, portEvent{ports: []uint32{ps.Port.No}, reason: ps.Reason})
 		case openflow.TypeMultipartReply:
-			if typ, err := openflow.MultipartType(msg); err != nil || typ != openflow.MultipartFlow {
+			typ, err := openflow.MultipartType(msg)
+			if err != nil {
+				s.count(cBadMessages)
+				continue
+			}
+			switch typ {
+			case openflow.MultipartMeter:
+				if h.XID != metersXID {
+					meters, metersXID = meters[:0], h.XID
+				}
+				var more bool
+				if meters, more, err = openflow.ParseMeterStatsReply(msg, meters); err != nil {
+					s.count(cBadMessages)
+					meters, metersXID = meters[:0], 0
+					continue
+				}
+				if !more {
+					select {
+					case c.meters <- meterResult{xid: h.XID, meters: slices.Clone(meters)}:
+					default:
+					}
+					meters, metersXID = meters[:0], 0
+				}
+				continue
+			case openflow.MultipartPortDesc:
+				if h.XID != portsXID {
+					ports, portsXID = ports[:0], h.XID
+				}
+				var more bool
+				if ports, more, err = openflow.ParsePortDescReply(msg, ports); err != nil {
+					s.count(cBadMessages)
+					ports, portsXID = ports[:0], 0
+					continue
+				}
+				if !more {
+					ev := portEvent{all: true, ports: make([]uint32, 0, len(ports))}
+					for _, p := range ports {
+						ev.ports = append(ev.ports, p.No)
+					}
+					s.sendPorts(c, ev)
+					ports, portsXID = ports[:0], 0
+				}
+				continue
+			case openflow.MultipartFlow:
+			default:
 				continue
 			}
 			if h.XID != dumpXID {
@@ -429,12 +695,16 @@ func (s *Switch) readLoop(c *conn, br *bufio.Reader, buf []byte, onPacketIn func
 			default:
 			}
 		case openflow.TypeError:
-			s.count(cOpenFlowErrors)
 			e, err := openflow.ParseError(msg)
 			if err != nil {
+				s.count(cOpenFlowErrors)
 				s.count(cBadMessages)
 				continue
 			}
+			if e.Type == openflow.ErrorTypeMeterModFailed && e.Code == openflow.MeterErrExists {
+				continue // a meter add before the modify that settles it
+			}
+			s.count(cOpenFlowErrors)
 			attrs := []any{"type", e.TypeName(), "code", e.Code, "xid", h.XID}
 			if req, err := openflow.ParseHeader(e.Data); err == nil {
 				attrs = append(attrs, "request_type", req.Type)

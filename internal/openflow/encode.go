@@ -85,10 +85,10 @@ func AppendBarrierRequest(dst []byte, xid uint32) []byte {
 	return finish(dst, start)
 }
 
-// FlowMod describes a FLOW_MOD. Its actions, encoded in one apply-actions
-// instruction for the add and modify commands (deletes carry none), are the
-// controller action when MaxLen is nonzero, then an output to each port of
-// Output.
+// FlowMod describes a FLOW_MOD. Its instructions, encoded for the add and
+// modify commands (deletes carry none), are a meter instruction when
+// MeterID is nonzero, then one apply-actions instruction: the controller
+// action when MaxLen is nonzero, then an output to each port of Output.
 type FlowMod struct {
 	Cookie, CookieMask       uint64
 	TableID                  uint8
@@ -108,6 +108,10 @@ type FlowMod struct {
 	// Output lists ports to output the packet to, after the controller
 	// action.
 	Output []uint32
+	// MeterID, when nonzero, sends the packet through that meter before
+	// the actions (an OpenFlow 1.3 meter instruction); the meter must
+	// exist when the flow is added.
+	MeterID uint32
 }
 
 // errFlowModTooLong reports a flow-mod over the 64 KiB message limit.
@@ -141,6 +145,11 @@ func AppendFlowMod(dst []byte, xid uint32, fm *FlowMod) ([]byte, error) {
 	dst = append(dst, 0, 0)
 	dst = appendMatch(dst, &fm.Match)
 	if !isDelete {
+		if fm.MeterID != 0 {
+			// Instruction type 6 (meter), length 8, the meter id.
+			dst = append(dst, 0, 6, 0, 8)
+			dst = binary.BigEndian.AppendUint32(dst, fm.MeterID)
+		}
 		dst = appendApplyActions(dst, fm)
 	}
 	if len(dst)-start > MaxMessageLen {

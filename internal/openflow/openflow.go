@@ -42,6 +42,7 @@ const (
 	TypeMultipartReply   = 19
 	TypeBarrierRequest   = 20
 	TypeBarrierReply     = 21
+	TypeMeterMod         = 29
 )
 
 // Reserved port numbers.
@@ -111,7 +112,9 @@ const (
 
 // Multipart types.
 const (
-	MultipartFlow uint16 = 1
+	MultipartFlow     uint16 = 1
+	MultipartMeter    uint16 = 9
+	MultipartPortDesc uint16 = 13
 )
 
 // MultipartReplyMore is the multipart flag announcing further replies.

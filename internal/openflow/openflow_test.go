@@ -497,6 +497,9 @@ func parseAll(t *testing.T, msg []byte) {
 		_ = e.Error()
 	}
 	_, _, _ = ParseFlowStatsReply(msg, nil)
+	_, _, _ = ParseMeterStatsReply(msg, nil)
+	_, _, _ = ParsePortDescReply(msg, nil)
+	_, _ = ParsePortStatus(msg)
 	_, _ = MultipartType(msg)
 	_, _ = ParseHello(msg)
 	_, _ = EchoData(msg)
@@ -508,6 +511,8 @@ func FuzzReadMessage(f *testing.F) {
 	f.Add(append(AppendEchoRequest(nil, 1, []byte("x")), AppendBarrierRequest(nil, 2)...))
 	f.Add(msgBytes(&testing.T{}, TypeMultipartReply, 5, "0001"+"0000"+"00000000", flowStatsEntry))
 	f.Add(msgBytes(&testing.T{}, TypeError, 1, "ffff"+"0010"+"00002320"))
+	f.Add(msgBytes(&testing.T{}, TypeMultipartReply, 6, "0009"+"0000"+"00000000", meterStatsEntry))
+	f.Add(msgBytes(&testing.T{}, TypePortStatus, 7, "00"+"00000000000000", portEntry))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		r := bufio.NewReader(bytes.NewReader(data))
 		buf := make([]byte, 0, 128)

@@ -31,6 +31,12 @@ type Sender interface {
 	PacketOut(inPort uint32, frame []byte) error
 }
 
+// Limiter decides whether a query from a port may go on.
+// ratelimit.Limiter implements it.
+type Limiter interface {
+	Allow(key uint32, now time.Time) bool
+}
+
 // Config holds what a Responder needs.
 type Config struct {
 	// Services are the addresses and ports VMs send queries to; packets
@@ -50,6 +56,11 @@ type Config struct {
 	MTU int
 	// Deadline bounds the time the handler may take for one query.
 	Deadline time.Duration
+	// Limiter, when set, caps the queries each VM port (keyed by OpenFlow
+	// port) may send; what it turns away is dropped and counted.
+	Limiter Limiter
+	// TrustAD keeps the AD bit of upstream answers.
+	TrustAD bool
 	// Logger receives events; never one line per query above Debug.
 	Logger *slog.Logger
 }
@@ -61,14 +72,15 @@ const (
 	reasonNotQuery    = "dns_not_query"
 	reasonReplyTooBig = "reply_too_large"
 	reasonPacketOut   = "packet_out_failed"
+	reasonRateLimited = "rate_limited"
 	reasonOther       = "other"
 )
 
 // counterNames lists every counter the Responder keeps; Stats reports them
 // all, zero or not.
 var counterNames = []string{
-	"queries", "answers", "servfail", "formerr", "notimp", "refused_inflight", "answers_truncated",
-	reasonNotService, reasonDNSHeader, reasonNotQuery, reasonReplyTooBig, reasonPacketOut, reasonOther,
+	"queries", "answers", "servfail", "servfail_bad_answer", "formerr", "notimp", "refused_inflight", "answers_truncated",
+	reasonNotService, reasonRateLimited, reasonDNSHeader, reasonNotQuery, reasonReplyTooBig, reasonPacketOut, reasonOther,
 }
 
 // Responder answers captured queries. It is safe for concurrent use.
@@ -117,6 +129,11 @@ func (r *Responder) HandlePacketIn(inPort uint32, data []byte) {
 		r.jobs.Put(j)
 		return
 	}
+	if r.cfg.Limiter != nil && !r.cfg.Limiter.Allow(inPort, time.Now()) {
+		r.count(reasonRateLimited)
+		r.jobs.Put(j)
+		return
+	}
 	r.count("queries")
 	// The packet-in buffer is reused by the read loop: take the DNS
 	// message out before parsing, so every slice of the parse aliases the
@@ -161,6 +178,13 @@ func (r *Responder) serve(j *job) {
 	resp, err := r.cfg.Handler.ServeDNS(ctx, &j.req, j.resp[:0])
 	if err != nil {
 		r.replyError(j, dns.RcodeServerFailure, "servfail")
+		return
+	}
+	// The answer comes in the upstream's form: give it the client's ID,
+	// question spelling and EDNS, in place.
+	resp, err = dnswire.AppendClientAnswer(resp[:0], resp, &j.req.Query, uint16(r.cfg.MaxUDPSize), r.cfg.TrustAD)
+	if err != nil {
+		r.replyError(j, dns.RcodeServerFailure, "servfail_bad_answer")
 		return
 	}
 	j.resp = resp

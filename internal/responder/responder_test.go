@@ -286,3 +286,50 @@ func waitStat(t *testing.T, r *Responder, name string, want uint64) {
 		time.Sleep(time.Millisecond)
 	}
 }
+
+// denyOdd lets queries from even ports through.
+type denyOdd struct{}
+
+func (denyOdd) Allow(key uint32, _ time.Time) bool { return key%2 == 0 }
+
+func TestRateLimited(t *testing.T) {
+	s := newSender()
+	r := New(Config{Services: []netip.AddrPort{service4}, Handler: answering(1), Out: s,
+		MaxInflight: 10, MaxUDPSize: 1232, MTU: 1500, Limiter: denyOdd{}})
+	r.HandlePacketIn(3, requestFrame(t, vm4, service4, query(t, "a.", dns.TypeA, 0)))
+	r.HandlePacketIn(4, requestFrame(t, vm4, service4, query(t, "b.", dns.TypeA, 0)))
+	if p := s.next(t); p.inPort != 4 {
+		t.Errorf("answer went to port %d", p.inPort)
+	}
+	if st := r.Stats(); st[reasonRateLimited] != 1 || st["queries"] != 1 {
+		t.Errorf("stats %v", st)
+	}
+}
+
+// TestClientEDNS: the answer's EDNS follows the client, not the upstream.
+func TestClientEDNS(t *testing.T) {
+	withOPT := resolver.HandlerFunc(func(ctx context.Context, r *resolver.Request, dst []byte) ([]byte, error) {
+		req := new(dns.Msg)
+		if err := req.Unpack(r.Msg); err != nil {
+			return nil, err
+		}
+		m := new(dns.Msg)
+		m.SetReply(req)
+		m.AuthenticatedData = true
+		m.SetEdns0(4096, true) // the upstream's OPT
+		return m.PackBuffer(dst)
+	})
+	for _, edns := range []uint16{0, 1232} {
+		s := newSender()
+		r := newResponder(withOPT, s)
+		r.HandlePacketIn(1, requestFrame(t, vm4, service4, query(t, "a.example.", dns.TypeA, edns)))
+		p := s.next(t)
+		opt := p.msg.IsEdns0()
+		if (opt != nil) != (edns > 0) || p.msg.AuthenticatedData {
+			t.Errorf("client EDNS %d: answer OPT %v, AD %v", edns, opt, p.msg.AuthenticatedData)
+		}
+		if opt != nil && (opt.UDPSize() != 1232 || opt.Do()) {
+			t.Errorf("client EDNS %d: OPT %v", edns, opt)
+		}
+	}
+}

@@ -19,7 +19,7 @@ import (
 // the query's own ID. ex provides the buffer for the framed query.
 func (c *Client) exchangeTCP(ctx context.Context, server netip.AddrPort, deadline time.Time, query []byte, q *dnswire.Query, ex *exchange, dst []byte) ([]byte, error) {
 	c.stats.tcpRetries.Add(1)
-	reply, id, err := c.tcp(ctx, server, deadline, query, ex, dst)
+	reply, id, err := c.tcp(ctx, server, deadline, query, q, ex, dst)
 	if err != nil {
 		var ne net.Error
 		if ctx.Err() != nil || errors.As(err, &ne) && ne.Timeout() || !time.Now().Before(deadline) {
@@ -37,10 +37,11 @@ func (c *Client) exchangeTCP(ctx context.Context, server netip.AddrPort, deadlin
 	return reply, nil
 }
 
-// tcp sends query under a fresh random ID over a new TCP connection to
-// server and appends the message it gets back to dst. It returns the ID used.
-// query fits the 2-byte length: it went out as one UDP datagram.
-func (c *Client) tcp(ctx context.Context, server netip.AddrPort, deadline time.Time, query []byte, ex *exchange, dst []byte) ([]byte, uint16, error) {
+// tcp sends the upstream form of query (see dnswire.AppendUpstreamQuery)
+// under a fresh random ID over a new TCP connection to server and appends
+// the message it gets back to dst. It returns the ID used. The upstream form
+// fits the 2-byte length: a question and an OPT record without options.
+func (c *Client) tcp(ctx context.Context, server netip.AddrPort, deadline time.Time, query []byte, q *dnswire.Query, ex *exchange, dst []byte) ([]byte, uint16, error) {
 	d := net.Dialer{Deadline: deadline}
 	conn, err := d.DialContext(ctx, "tcp", server.String())
 	if err != nil {
@@ -59,9 +60,8 @@ func (c *Client) tcp(ctx context.Context, server netip.AddrPort, deadline time.T
 		crand.Read(b[:])
 		id = binary.BigEndian.Uint16(b[:])
 	}
-	ex.buf = binary.BigEndian.AppendUint16(ex.buf[:0], uint16(len(query)))
-	ex.buf = append(ex.buf, query...)
-	dnswire.SetID(ex.buf[2:], id)
+	ex.buf = dnswire.AppendUpstreamQuery(append(ex.buf[:0], 0, 0), query, q, id)
+	binary.BigEndian.PutUint16(ex.buf, uint16(len(ex.buf)-2))
 	if _, err := conn.Write(ex.buf); err != nil {
 		return dst, 0, err
 	}

@@ -1,7 +1,8 @@
 // Package upstream exchanges DNS queries with upstream resolvers, hardened
 // against off-path spoofing as RFC 5452 asks.
 //
-// Every exchange sends a copy of the query under a fresh random ID from one
+// Every exchange sends the query, rewritten with EDNS0 (a 1232-byte payload
+// size, see dnswire.AppendUpstreamQuery), under a fresh random ID from one
 // of a pool of UDP sockets, each bound by the kernel to a random ephemeral
 // port. The sockets are connected, one pool per upstream server: the kernel
 // then delivers only datagrams whose source address and port are the
@@ -185,10 +186,20 @@ func New(cfg Config) (*Client, error) {
 	return c, nil
 }
 
-// Exchange sends query, whose parse is q, to server over UDP and returns the
-// reply appended to dst, with the ID set back to the query's own. The query
-// leaves under a fresh random ID from a randomly chosen socket; only a reply
-// from server with that ID and the same question is accepted. A reply with
+// Timeout returns the timeout of an exchange that is given none of its
+// own (Config.Timeout, or DefaultTimeout).
+func (c *Client) Timeout() time.Duration { return c.timeout }
+
+// Exchange asks server over UDP the question of query, whose parse is q,
+// and returns the reply appended to dst, with the ID set back to the query's
+// own. What leaves is dnswire.AppendUpstreamQuery's rewrite of query: a
+// fresh random ID, the client's RD, CD and AD bits, the question, and one
+// OPT record advertising dnswire.UpstreamUDPSize with the client's DO bit
+// (the client's other additional records stay behind). It leaves from a
+// randomly chosen socket; only a reply from server with that ID and the same
+// question is accepted. The reply is passed on as the server sent it, its
+// OPT record included (dnswire.AppendClientAnswer rewrites it for the
+// client). A reply with
 // TC set is retried over TCP with a new random ID. The exchange ends after
 // timeout (Config.Timeout when it is not positive) or when ctx ends,
 // whichever comes first, with ErrTimeout at the deadline. An ICMP port
@@ -226,8 +237,7 @@ func (c *Client) Exchange(ctx context.Context, server netip.AddrPort, timeout ti
 	if err != nil {
 		return dst, err
 	}
-	ex.buf = append(ex.buf[:0], query...)
-	dnswire.SetID(ex.buf, ex.id)
+	ex.buf = dnswire.AppendUpstreamQuery(ex.buf[:0], query, q, ex.id)
 
 	if _, err := s.conn.Write(ex.buf); err != nil {
 		if s.leave(ex) {

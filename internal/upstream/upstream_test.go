@@ -710,3 +710,81 @@ func BenchmarkExchange(b *testing.B) {
 		})
 	})
 }
+
+// TestUpstreamQueryShape checks what reaches the server over UDP and over
+// TCP: a random ID, the client's RD/CD/AD bits, the question, and a single
+// OPT record of 1232 bytes with the client's DO bit.
+func TestUpstreamQueryShape(t *testing.T) {
+	var mu sync.Mutex
+	var seen []*dns.Msg
+	record := func(msg []byte) {
+		m := new(dns.Msg)
+		if err := m.Unpack(msg); err != nil {
+			t.Errorf("upstream got an unparsable query: %v", err)
+			return
+		}
+		mu.Lock()
+		seen = append(seen, m)
+		mu.Unlock()
+	}
+	for _, do := range []bool{true, false} {
+		addr, _ := truncatingUpstream(t, func(conn net.Conn) {
+			msg := readTCP(t, conn)
+			if msg == nil {
+				return
+			}
+			record(msg)
+			writeTCP(conn, answer(t, msg, "192.0.2.1"))
+		})
+		m := new(dns.Msg)
+		m.SetQuestion("Shape.Example.ORG.", dns.TypeAAAA)
+		m.Id = clientID
+		m.CheckingDisabled = true
+		m.SetEdns0(4096, do)
+		opt := m.IsEdns0()
+		opt.Option = append(opt.Option, &dns.EDNS0_COOKIE{Code: dns.EDNS0COOKIE, Cookie: "0102030405060708"})
+		m.Extra = append(m.Extra, &dns.TXT{
+			Hdr: dns.RR_Header{Name: "extra.example.", Rrtype: dns.TypeTXT, Class: dns.ClassINET}, Txt: []string{"x"},
+		})
+		query, err := m.Pack()
+		if err != nil {
+			t.Fatal(err)
+		}
+		q := new(dnswire.Query)
+		if err := dnswire.ParseQuery(query, q); err != nil {
+			t.Fatal(err)
+		}
+		srv := startUDP(t, "udp4", "127.0.0.1:0", func(s *udpServer, from netip.AddrPort, msg []byte) {
+			record(msg)
+			s.send(from, answer(t, msg))
+		})
+		c := newClient(t, Config{})
+		for _, server := range []netip.AddrPort{srv.addr, addr} {
+			if _, err := c.Exchange(context.Background(), server, 5*time.Second, query, q, nil); err != nil {
+				t.Fatalf("do %v, %v: %v", do, server, err)
+			}
+		}
+		mu.Lock()
+		got := seen
+		seen = nil
+		mu.Unlock()
+		for _, u := range got {
+			if u.Id == clientID || u.Question[0].Name != "Shape.Example.ORG." || u.Question[0].Qtype != dns.TypeAAAA {
+				t.Errorf("id %#x question %v", u.Id, u.Question)
+			}
+			if !u.RecursionDesired || !u.CheckingDisabled || u.AuthenticatedData {
+				t.Errorf("flags %v", u.MsgHdr)
+			}
+			if len(u.Extra) != 1 {
+				t.Fatalf("additional %v", u.Extra)
+			}
+			uo := u.IsEdns0()
+			if uo == nil || uo.UDPSize() != dnswire.UpstreamUDPSize || uo.Do() != do || len(uo.Option) != 0 || uo.Version() != 0 {
+				t.Errorf("OPT %v", uo)
+			}
+		}
+		if len(got) != 2 {
+			t.Errorf("%d queries seen, want the UDP one and the TCP one", len(got))
+		}
+	}
+}
