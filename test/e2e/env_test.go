@@ -112,9 +112,13 @@ func (e *env) startDaemon(cfg string) *lab.Process {
 			}
 		}
 	})
-	e.waitFlows(2, 10*time.Second)
+	e.waitFlows(e.wantFlows(), 10*time.Second)
 	return p
 }
+
+// wantFlows is the number of flows the daemon keeps: per service address
+// (two of them) one generic flow and one per VM port.
+func (e *env) wantFlows() int { return 2 * (1 + len(e.vms)) }
 
 // waitFlows waits until the bridge holds n flows with the daemon's cookie
 // and returns how long that took.

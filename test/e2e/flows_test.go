@@ -23,6 +23,9 @@ func TestFlowSet(t *testing.T) {
 		"table=60", "priority=102", "send_flow_rem",
 		"udp,nw_dst=169.254.169.254,tp_dst=53", "udp6,ipv6_dst=fd00::254,tp_dst=53",
 		"controller(", "id=53",
+		// Per-port flows, each with its port's meter, above the generic ones.
+		fmt.Sprintf("priority=103,udp,in_port=%d,nw_dst=169.254.169.254,tp_dst=53 actions=meter:", e.vms[0].OFPort),
+		"meter:",
 	} {
 		if !strings.Contains(joined, want) {
 			t.Errorf("flows lack %q:\n%s", want, joined)
@@ -49,7 +52,7 @@ func TestFlowsRestored(t *testing.T) {
 			if out, err := e.lab.Ofctl(d.args...); err != nil {
 				t.Fatalf("ovs-ofctl %v: %v\n%s", d.args, err, out)
 			}
-			took := e.waitFlows(2, time.Second)
+			took := e.waitFlows(e.wantFlows(), time.Second)
 			t.Logf("flows back after %v", took)
 			if got := strings.TrimSpace(e.dig(e.vms[0], "@169.254.169.254", "www.example.test", "+short")); got != "192.0.2.10" {
 				t.Fatalf("after restore: got %q", got)
@@ -66,7 +69,7 @@ func TestVswitchdRestart(t *testing.T) {
 	if err := e.lab.RestartVswitchd(); err != nil {
 		t.Fatal(err)
 	}
-	took := e.waitFlows(2, 10*time.Second)
+	took := e.waitFlows(e.wantFlows(), 10*time.Second)
 	t.Logf("flows back %v after the bridge answered again", took)
 	deadline := time.Now().Add(10 * time.Second)
 	for {

@@ -153,14 +153,7 @@ func TestForgedReplies(t *testing.T) {
 func TestConcurrentQueries(t *testing.T) {
 	e := newEnv(t, 4)
 	e.startDaemon(e.config([]string{e.upstream()}))
-	qfile, err := os.CreateTemp(e.lab.Dir, "queries-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for i := 0; i < 50; i++ {
-		fmt.Fprintf(qfile, "n%d.example.test A\n", i)
-	}
-	qfile.Close()
+	qfile := e.queryFile(50)
 	var wg sync.WaitGroup
 	outs := make([]string, len(e.vms))
 	for i, vm := range e.vms {
@@ -170,7 +163,7 @@ func TestConcurrentQueries(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 			defer cancel()
 			// 50 clients with one query each: all 50 of a VM in flight at once.
-			out, err := vm.Command(ctx, "dnsperf", "-s", "169.254.169.254", "-d", qfile.Name(),
+			out, err := vm.Command(ctx, "dnsperf", "-s", "169.254.169.254", "-d", qfile,
 				"-c", "50", "-q", "50", "-n", "1", "-t", "5").CombinedOutput()
 			if err != nil {
 				outs[i] = fmt.Sprintf("dnsperf: %v\n%s", err, out)
