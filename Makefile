@@ -7,7 +7,7 @@ GO          ?= go
 BIN         := bin/ovs-dns-forwarder
 STATICCHECK := $(shell $(GO) env GOPATH)/bin/staticcheck
 STATICCHECK_VERSION := v0.7.0
-FUZZTIME    ?= 10s
+FUZZTIME    ?= 8s
 
 # Fuzz targets run briefly by `make test`: package:target.
 FUZZ_TARGETS := \
@@ -15,7 +15,10 @@ FUZZ_TARGETS := \
 	./internal/dnswire:FuzzParseQuery \
 	./internal/dnswire:FuzzCheckReply \
 	./internal/dnswire:FuzzFit \
+	./internal/dnswire:FuzzAppendClientAnswer \
+	./internal/dnswire:FuzzTTL \
 	./internal/openflow:FuzzReadMessage \
+	./internal/openflow:FuzzParsePacketIn \
 	./internal/config:FuzzParse
 
 .PHONY: all build test lint unit fuzz e2e demo bench clean
