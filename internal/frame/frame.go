@@ -372,3 +372,32 @@ func checksum(initial uint64, b []byte) uint16 {
 	}
 	return ^uint16(sum)
 }
+
+// FixUDPChecksum rewrites the UDP checksum of frame, a frame ParseQuery
+// accepted into q, so that a captured packet can be sent on with a correct
+// checksum even when the VM left it partial for offload. q.Payload must
+// alias frame, as ParseQuery leaves it.
+func FixUDPChecksum(frame []byte, q *Query) {
+	// Slicing keeps the end of the capacity: the payload starts where
+	// the capacities differ.
+	start := cap(frame) - cap(q.Payload)
+	if start < udpHeaderLen || start+len(q.Payload) > len(frame) {
+		return
+	}
+	udp := frame[start-udpHeaderLen : start+len(q.Payload)]
+	binary.BigEndian.PutUint16(udp[6:8], 0)
+	var sum uint64
+	if isIPv4(q) {
+		src, dst := q.Src.As4(), q.Dst.As4()
+		sum = partialSum(partialSum(0, src[:]), dst[:])
+	} else {
+		src, dst := q.Src.As16(), q.Dst.As16()
+		sum = partialSum(partialSum(0, src[:]), dst[:])
+	}
+	sum += protoUDP + uint64(len(udp))
+	csum := checksum(sum, udp)
+	if csum == 0 {
+		csum = 0xffff
+	}
+	binary.BigEndian.PutUint16(udp[6:8], csum)
+}

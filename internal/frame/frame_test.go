@@ -509,3 +509,24 @@ func TestReasons(t *testing.T) {
 		t.Errorf("missing labels in %v", Reasons())
 	}
 }
+
+func TestFixUDPChecksum(t *testing.T) {
+	for _, addrs := range [][2]string{{"10.0.0.11", "192.0.2.53"}, {"fd00:10::11", "2001:db8::53"}} {
+		orig := Query{SrcMAC: [6]byte{2, 0, 0, 0, 0, 1}, DstMAC: [6]byte{2, 0, 0, 0, 0, 2},
+			Src: netip.MustParseAddr(addrs[1]), Dst: netip.MustParseAddr(addrs[0]), SrcPort: 53, DstPort: 40000}
+		// A frame from the VM to the resolver, built as a reply of the
+		// swapped query, with its checksum then spoiled.
+		good := AppendReply(nil, &orig, []byte("some dns payload"))
+		bad := append([]byte(nil), good...)
+		var q Query
+		if err := ParseQuery(bad, &q); err != nil {
+			t.Fatal(err)
+		}
+		udpStart := len(bad) - len(q.Payload) - udpHeaderLen
+		bad[udpStart+6], bad[udpStart+7] = 0x12, 0x34
+		FixUDPChecksum(bad, &q)
+		if !bytes.Equal(bad, good) {
+			t.Errorf("%v: fixed frame\n%x\nwant\n%x", addrs, bad, good)
+		}
+	}
+}

@@ -17,6 +17,7 @@ package resolver
 
 import (
 	"context"
+	"errors"
 	"net/netip"
 
 	"github.com/ovs-dns-forwarder/ovs-dns-forwarder/internal/dnswire"
@@ -32,7 +33,22 @@ type Request struct {
 	InPort uint32
 	// Client is the VM's address and source port.
 	Client netip.AddrPort
+	// Network is the Neutron network of the port the query came from,
+	// "" when the port is not a known Neutron VM port; local names are
+	// answered only within it.
+	Network string
+	// PortID is the Neutron port the query came from, "" when unknown.
+	PortID string
+	// Intercepted is set for a query the VM sent to an address other than
+	// the service addresses (intercept_all_dns): only local names are
+	// answered; anything else goes on to where the VM sent it.
+	Intercepted bool
 }
+
+// ErrNotLocal is what the chain returns for an intercepted query (one the
+// VM sent to some other resolver) that is not for a local name: the
+// responder then lets the packet go on to where the VM sent it.
+var ErrNotLocal = errors.New("resolver: not a local name")
 
 // Handler answers a Request. ServeDNS returns the answer, with the client's
 // ID, appended to dst, or an error when it has none (the caller then answers

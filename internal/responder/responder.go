@@ -37,6 +37,35 @@ type Limiter interface {
 	Allow(key uint32, now time.Time) bool
 }
 
+// PortInfo is what the responder knows of the Neutron VM port behind an
+// OpenFlow port.
+type PortInfo struct {
+	// MAC is the port's attached-mac: a query from another source MAC is
+	// spoofed and dropped.
+	MAC [6]byte
+	// Network and PortID are the Neutron network and port ids; Network
+	// is "" until the agent has bound the port.
+	Network, PortID string
+}
+
+// Ports finds the Neutron VM port behind an OpenFlow port; false means the
+// port is not a known VM port (its queries are only forwarded).
+type Ports interface {
+	Port(ofport uint32) (PortInfo, bool)
+}
+
+// PortsFunc adapts a function to Ports.
+type PortsFunc func(ofport uint32) (PortInfo, bool)
+
+// Port calls f(ofport).
+func (f PortsFunc) Port(ofport uint32) (PortInfo, bool) { return f(ofport) }
+
+// Reinjector sends a captured frame on through the switch's pipeline as if
+// it had just come in on inPort. ofswitch.Switch implements it.
+type Reinjector interface {
+	Reinject(inPort uint32, frame []byte) error
+}
+
 // Config holds what a Responder needs.
 type Config struct {
 	// Services are the addresses and ports VMs send queries to; packets
@@ -61,6 +90,15 @@ type Config struct {
 	Limiter Limiter
 	// TrustAD keeps the AD bit of upstream answers.
 	TrustAD bool
+	// Ports, when set, tells which Neutron port and network a query came
+	// from; nil treats every port as unknown.
+	Ports Ports
+	// InterceptAll accepts queries to any destination (intercept_all_dns):
+	// those the chain answers with resolver.ErrNotLocal, or cannot take,
+	// are sent on through Reinject unchanged (but for a fixed UDP
+	// checksum).
+	InterceptAll bool
+	Reinject     Reinjector
 	// Logger receives events; never one line per query above Debug.
 	Logger *slog.Logger
 }
@@ -73,6 +111,8 @@ const (
 	reasonReplyTooBig = "reply_too_large"
 	reasonPacketOut   = "packet_out_failed"
 	reasonRateLimited = "rate_limited"
+	reasonSpoofedMAC  = "spoofed_mac"
+	reasonReinject    = "reinject_failed"
 	reasonOther       = "other"
 )
 
@@ -80,7 +120,7 @@ const (
 // all, zero or not.
 var counterNames = []string{
 	"queries", "answers", "servfail", "servfail_bad_answer", "formerr", "notimp", "refused_inflight", "answers_truncated",
-	reasonNotService, reasonRateLimited, reasonDNSHeader, reasonNotQuery, reasonReplyTooBig, reasonPacketOut, reasonOther,
+	reasonNotService, reasonRateLimited, reasonSpoofedMAC, reasonReinject, "reinjected", reasonDNSHeader, reasonNotQuery, reasonReplyTooBig, reasonPacketOut, reasonOther,
 }
 
 // Responder answers captured queries. It is safe for concurrent use.
@@ -109,6 +149,10 @@ type job struct {
 	q    frame.Query
 	req  resolver.Request
 	msg  []byte // the client's DNS message (copied out of the packet-in)
+	// frame is a copy of an intercepted query's frame, which goes on
+	// unchanged when the chain does not answer it; q.Payload aliases it.
+	frame       []byte
+	intercepted bool
 	resp []byte // the answer
 	fit  []byte // the answer fitted to the client
 	out  []byte // the reply frame
@@ -124,27 +168,51 @@ func (r *Responder) HandlePacketIn(inPort uint32, data []byte) {
 		return
 	}
 	j.q.InPort = inPort
-	if !r.isService(j.q.Dst, j.q.DstPort) {
-		r.count(reasonNotService)
-		r.jobs.Put(j)
+	j.intercepted = !r.isService(j.q.Dst, j.q.DstPort)
+	if j.intercepted && !r.cfg.InterceptAll {
+		r.drop(j, reasonNotService)
 		return
 	}
 	if r.cfg.Limiter != nil && !r.cfg.Limiter.Allow(inPort, time.Now()) {
-		r.count(reasonRateLimited)
-		r.jobs.Put(j)
+		r.drop(j, reasonRateLimited)
 		return
+	}
+	var port PortInfo
+	known := false
+	if r.cfg.Ports != nil {
+		port, known = r.cfg.Ports.Port(inPort)
+	}
+	if known && port.MAC != j.q.SrcMAC {
+		r.drop(j, reasonSpoofedMAC)
+		return
+	}
+	if j.intercepted {
+		// Keep the frame: unless a local name answers it, it goes on.
+		j.frame = append(j.frame[:0], data...)
+		if frame.ParseQuery(j.frame, &j.q) != nil || port.Network == "" {
+			r.reinject(j)
+			return
+		}
+		j.q.InPort = inPort
 	}
 	r.count("queries")
 	// The packet-in buffer is reused by the read loop: take the DNS
 	// message out before parsing, so every slice of the parse aliases the
 	// copy.
 	j.msg = append(j.msg[:0], j.q.Payload...)
-	j.q.Payload = nil
+	if !j.intercepted {
+		j.q.Payload = nil
+	}
 	req := &j.req
-	*req = resolver.Request{Msg: j.msg, InPort: inPort, Client: netip.AddrPortFrom(j.q.Src, j.q.SrcPort)}
+	*req = resolver.Request{Msg: j.msg, InPort: inPort, Client: netip.AddrPortFrom(j.q.Src, j.q.SrcPort),
+		Network: port.Network, PortID: port.PortID, Intercepted: j.intercepted}
 	err := dnswire.ParseQuery(j.msg, &req.Query)
 	switch {
 	case err == nil:
+	case j.intercepted:
+		// Not a query we can parse: not ours to judge.
+		r.reinject(j)
+		return
 	case errors.Is(err, dnswire.ErrNotImplemented):
 		r.replyError(j, dns.RcodeNotImplemented, "notimp")
 		return
@@ -160,6 +228,10 @@ func (r *Responder) HandlePacketIn(inPort uint32, data []byte) {
 	}
 	if r.inflight.Add(1) > int64(r.cfg.MaxInflight) {
 		r.inflight.Add(-1)
+		if j.intercepted {
+			r.reinject(j)
+			return
+		}
 		r.replyError(j, dns.RcodeRefused, "refused_inflight")
 		return
 	}
@@ -176,6 +248,10 @@ func (r *Responder) serve(j *job) {
 		defer cancel()
 	}
 	resp, err := r.cfg.Handler.ServeDNS(ctx, &j.req, j.resp[:0])
+	if j.intercepted && err != nil {
+		r.reinject(j)
+		return
+	}
 	if err != nil {
 		r.replyError(j, dns.RcodeServerFailure, "servfail")
 		return
@@ -216,6 +292,18 @@ func (r *Responder) send(j *job, resp []byte) {
 		return
 	}
 	r.count("answers")
+	r.jobs.Put(j)
+}
+
+// reinject sends an intercepted query on to where the VM sent it, with a
+// correct UDP checksum, and recycles j.
+func (r *Responder) reinject(j *job) {
+	frame.FixUDPChecksum(j.frame, &j.q)
+	if r.cfg.Reinject == nil || r.cfg.Reinject.Reinject(j.q.InPort, j.frame) != nil {
+		r.drop(j, reasonReinject)
+		return
+	}
+	r.count("reinjected")
 	r.jobs.Put(j)
 }
 

@@ -333,3 +333,82 @@ func TestClientEDNS(t *testing.T) {
 		}
 	}
 }
+
+// reinjector records re-injected frames.
+type reinjector struct{ frames chan []byte }
+
+func (r *reinjector) Reinject(_ uint32, f []byte) error {
+	r.frames <- append([]byte(nil), f...)
+	return nil
+}
+
+var vmPort = PortsFunc(func(ofport uint32) (PortInfo, bool) {
+	if ofport != 7 {
+		return PortInfo{}, false
+	}
+	return PortInfo{MAC: vmMAC, Network: "net-a", PortID: "port-1"}, true
+})
+
+func TestSpoofedMAC(t *testing.T) {
+	s := newSender()
+	var seen resolver.Request
+	h := resolver.HandlerFunc(func(ctx context.Context, r *resolver.Request, dst []byte) ([]byte, error) {
+		seen = *r
+		return answering(1)(ctx, r, dst)
+	})
+	r := New(Config{Services: []netip.AddrPort{service4}, Handler: h, Out: s, MaxInflight: 10, MaxUDPSize: 1232, MTU: 1500, Ports: vmPort})
+	spoofed := requestFrame(t, vm4, service4, query(t, "a.", dns.TypeA, 0))
+	spoofed[11] ^= 1 // Ethernet source: not the port's attached-mac
+	r.HandlePacketIn(7, spoofed)
+	r.HandlePacketIn(7, requestFrame(t, vm4, service4, query(t, "b.", dns.TypeA, 0)))
+	if p := s.next(t); p.msg.Question[0].Name != "b." {
+		t.Errorf("answered %v", p.msg.Question)
+	}
+	if st := r.Stats(); st[reasonSpoofedMAC] != 1 {
+		t.Errorf("stats %v", st)
+	}
+	if seen.Network != "net-a" || seen.PortID != "port-1" || seen.Intercepted {
+		t.Errorf("request %+v", seen)
+	}
+}
+
+func TestIntercept(t *testing.T) {
+	outside := netip.MustParseAddrPort("192.0.2.53:53")
+	local := resolver.HandlerFunc(func(ctx context.Context, r *resolver.Request, dst []byte) ([]byte, error) {
+		if !r.Intercepted {
+			t.Errorf("request not marked intercepted")
+		}
+		if string(r.Query.Name[1:6]) == "local" {
+			return answering(1)(ctx, r, dst)
+		}
+		return nil, resolver.ErrNotLocal
+	})
+	s, ri := newSender(), &reinjector{frames: make(chan []byte, 10)}
+	r := New(Config{Services: []netip.AddrPort{service4}, Handler: local, Out: s, MaxInflight: 10, MaxUDPSize: 1232, MTU: 1500,
+		Ports: vmPort, InterceptAll: true, Reinject: ri})
+
+	r.HandlePacketIn(7, requestFrame(t, vm4, outside, query(t, "local.cloud.", dns.TypeA, 0)))
+	if p := s.next(t); p.q.Src != outside.Addr() || len(p.msg.Answer) != 1 {
+		t.Errorf("local answer from %v: %v", p.q.Src, p.msg)
+	}
+	external := requestFrame(t, vm4, outside, query(t, "www.example.", dns.TypeA, 0))
+	want := append([]byte(nil), external...)
+	external[len(external)-len(query(t, "www.example.", dns.TypeA, 0))-2] ^= 0xff // spoil the UDP checksum
+	r.HandlePacketIn(7, external)
+	select {
+	case got := <-ri.frames:
+		if string(got) != string(want) {
+			t.Errorf("re-injected frame changed:\n%x\nwant\n%x", got, want)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("not re-injected")
+	}
+	// From a port that is not a known VM port: straight on.
+	r.HandlePacketIn(9, requestFrame(t, vm4, outside, query(t, "local.cloud.", dns.TypeA, 0)))
+	select {
+	case <-ri.frames:
+	case <-time.After(5 * time.Second):
+		t.Fatal("unknown port's query not re-injected")
+	}
+	waitStat(t, r, "reinjected", 2)
+}
