@@ -58,6 +58,16 @@ type Handler interface {
 	ServeDNS(ctx context.Context, r *Request, dst []byte) ([]byte, error)
 }
 
+// Immediate is implemented by a Handler that can answer some requests at
+// once, from memory, without waiting for anything (a cache hit, a local
+// name). The responder tries it on the packet-in read loop before handing
+// the request to a goroutine; ok false means ServeDNS must take it. A
+// Handler in front of another must answer immediately only what its
+// ServeDNS would answer the same way.
+type Immediate interface {
+	ServeImmediate(r *Request, dst []byte) (answer []byte, ok bool)
+}
+
 // HandlerFunc adapts an ordinary function to a Handler.
 type HandlerFunc func(ctx context.Context, r *Request, dst []byte) ([]byte, error)
 

@@ -146,16 +146,16 @@ func New(cfg Config) *Responder {
 
 // job is one query on its way through the chain; pooled, with its buffers.
 type job struct {
-	q    frame.Query
-	req  resolver.Request
-	msg  []byte // the client's DNS message (copied out of the packet-in)
+	q   frame.Query
+	req resolver.Request
+	msg []byte // the client's DNS message (copied out of the packet-in)
 	// frame is a copy of an intercepted query's frame, which goes on
 	// unchanged when the chain does not answer it; q.Payload aliases it.
 	frame       []byte
 	intercepted bool
-	resp []byte // the answer
-	fit  []byte // the answer fitted to the client
-	out  []byte // the reply frame
+	resp        []byte // the answer
+	fit         []byte // the answer fitted to the client
+	out         []byte // the reply frame
 }
 
 // HandlePacketIn handles one captured frame from OpenFlow port inPort. It
@@ -226,6 +226,12 @@ func (r *Responder) HandlePacketIn(inPort uint32, data []byte) {
 		r.replyError(j, dns.RcodeFormatError, "formerr")
 		return
 	}
+	if im, ok := r.cfg.Handler.(resolver.Immediate); ok && !j.intercepted {
+		if resp, ok := im.ServeImmediate(req, j.resp[:0]); ok {
+			r.answer(j, resp)
+			return
+		}
+	}
 	if r.inflight.Add(1) > int64(r.cfg.MaxInflight) {
 		r.inflight.Add(-1)
 		if j.intercepted {
@@ -256,9 +262,15 @@ func (r *Responder) serve(j *job) {
 		r.replyError(j, dns.RcodeServerFailure, "servfail")
 		return
 	}
+	r.answer(j, resp)
+}
+
+// answer sends the chain's answer resp, rewritten for the client, and
+// recycles j.
+func (r *Responder) answer(j *job, resp []byte) {
 	// The answer comes in the upstream's form: give it the client's ID,
 	// question spelling and EDNS, in place.
-	resp, err = dnswire.AppendClientAnswer(resp[:0], resp, &j.req.Query, uint16(r.cfg.MaxUDPSize), r.cfg.TrustAD)
+	resp, err := dnswire.AppendClientAnswer(resp[:0], resp, &j.req.Query, uint16(r.cfg.MaxUDPSize), r.cfg.TrustAD)
 	if err != nil {
 		r.replyError(j, dns.RcodeServerFailure, "servfail_bad_answer")
 		return

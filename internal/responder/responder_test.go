@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/netip"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -411,4 +412,40 @@ func TestIntercept(t *testing.T) {
 		t.Fatal("unknown port's query not re-injected")
 	}
 	waitStat(t, r, "reinjected", 2)
+}
+
+// immediate answers "hit." at once and everything else through ServeDNS.
+type immediate struct{ slow atomic.Int32 }
+
+func (h *immediate) ServeImmediate(r *resolver.Request, dst []byte) ([]byte, bool) {
+	if string(r.Query.Name) != "\x03hit\x00" {
+		return dst, false
+	}
+	out, err := answering(1)(context.Background(), r, dst)
+	return out, err == nil
+}
+
+func (h *immediate) ServeDNS(ctx context.Context, r *resolver.Request, dst []byte) ([]byte, error) {
+	h.slow.Add(1)
+	return answering(1)(ctx, r, dst)
+}
+
+func TestImmediate(t *testing.T) {
+	s, h := newSender(), &immediate{}
+	r := New(Config{Services: []netip.AddrPort{service4}, Handler: h, Out: s, MaxInflight: 1, MaxUDPSize: 1232, MTU: 1500})
+	r.HandlePacketIn(1, requestFrame(t, vm4, service4, query(t, "hit.", dns.TypeA, 0)))
+	// Answered on the calling goroutine: the packet-out is already queued.
+	select {
+	case p := <-s.out:
+		if len(p.msg.Answer) != 1 {
+			t.Errorf("answer %v", p.msg)
+		}
+	default:
+		t.Fatal("no immediate answer")
+	}
+	r.HandlePacketIn(1, requestFrame(t, vm4, service4, query(t, "miss.", dns.TypeA, 0)))
+	s.next(t)
+	if h.slow.Load() != 1 || r.Inflight() > 1 {
+		t.Errorf("slow path calls %d", h.slow.Load())
+	}
 }

@@ -246,19 +246,9 @@ func (c *Cache) ServeDNS(ctx context.Context, r *resolver.Request, dst []byte) (
 	now := c.cfg.Now()
 
 	sh.mu.Lock()
-	if e := sh.entries[h]; e != nil && e.key == string(key) {
-		if left := e.expire.Sub(now); left > 0 {
-			e.ref = true
-			e.hits++
-			pf := c.startPrefetch(sh, e, left)
-			sh.mu.Unlock()
-			sh.hits.Add(1)
-			dst = appendEntry(dst, e, seconds(left), r.Query.ID)
-			if pf != nil {
-				c.prefetch(r, sh, h, pf)
-			}
-			return dst, nil
-		}
+	if e, left, pf := c.fresh(sh, h, key, now); e != nil {
+		sh.mu.Unlock()
+		return c.answerHit(r, dst, sh, h, e, left, pf), nil
 	}
 	f := sh.flights[h]
 	if f != nil && f.key == string(key) {
@@ -281,6 +271,52 @@ func (c *Cache) ServeDNS(ctx context.Context, r *resolver.Request, dst []byte) (
 		return out, nil
 	}
 	return c.orStale(r, dst[:start], sh, key, h, out, err)
+}
+
+// ServeImmediate answers r from a fresh entry without waiting for
+// anything; false when there is none, and ServeDNS must take r. The
+// responder calls it on the packet-in read loop, so that a hit costs no
+// goroutine.
+func (c *Cache) ServeImmediate(r *resolver.Request, dst []byte) ([]byte, bool) {
+	var buf [maxKeyLen]byte
+	key := c.appendKey(buf[:0], r)
+	h := maphash.Bytes(c.seed, key)
+	sh := &c.shards[h&c.mask]
+	sh.mu.Lock()
+	e, left, pf := c.fresh(sh, h, key, c.cfg.Now())
+	sh.mu.Unlock()
+	if e == nil {
+		return dst, false
+	}
+	return c.answerHit(r, dst, sh, h, e, left, pf), true
+}
+
+// fresh returns, with sh.mu held, the entry for key if it has not
+// expired, the time it has left, and the prefetch the hit starts; it
+// counts the hit on the entry. A nil entry means a miss.
+func (c *Cache) fresh(sh *shard, h uint64, key []byte, now time.Time) (*entry, time.Duration, *flight) {
+	e := sh.entries[h]
+	if e == nil || e.key != string(key) {
+		return nil, 0, nil
+	}
+	left := e.expire.Sub(now)
+	if left <= 0 {
+		return nil, 0, nil
+	}
+	e.ref = true
+	e.hits++
+	return e, left, c.startPrefetch(sh, e, left)
+}
+
+// answerHit appends the answer of a fresh entry to dst, after sh.mu is
+// released, and starts the prefetch pf if there is one.
+func (c *Cache) answerHit(r *resolver.Request, dst []byte, sh *shard, h uint64, e *entry, left time.Duration, pf *flight) []byte {
+	sh.hits.Add(1)
+	dst = appendEntry(dst, e, seconds(left), r.Query.ID)
+	if pf != nil {
+		c.prefetch(r, sh, h, pf)
+	}
+	return dst
 }
 
 // wait waits for f, or for ctx to end, and answers r with its outcome.

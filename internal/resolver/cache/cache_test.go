@@ -827,3 +827,32 @@ func BenchmarkHitParallel(b *testing.B) {
 		}
 	}
 }
+
+func TestServeImmediate(t *testing.T) {
+	f := &fake{answer: positive(300)}
+	c, clk := newCache(Config{}, f)
+	r := request(t, "www.example.com.", dns.TypeA, 1, withDO)
+	if _, ok := c.ServeImmediate(r, nil); ok {
+		t.Fatal("immediate answer from an empty cache")
+	}
+	wantCalls(t, f, 0)
+	ask(t, c, r)
+	clk.Advance(10 * time.Second)
+	out, ok := c.ServeImmediate(request(t, "WWW.example.com.", dns.TypeA, 7, withDO), nil)
+	if !ok {
+		t.Fatal("no immediate answer for a fresh entry")
+	}
+	m := new(dns.Msg)
+	if err := m.Unpack(out); err != nil || m.Id != 7 {
+		t.Fatalf("answer %v, %v", m, err)
+	}
+	wantTTLs(t, m, 290)
+	clk.Advance(300 * time.Second)
+	if _, ok := c.ServeImmediate(r, nil); ok {
+		t.Error("immediate answer from an expired entry")
+	}
+	wantCalls(t, f, 1)
+	if s := c.Stats(); s["hits"] != 1 || s["misses"] != 1 {
+		t.Errorf("Stats = %v", s)
+	}
+}
