@@ -1,7 +1,8 @@
 // Package ofswitch keeps an OpenFlow 1.3 session with one Open vSwitch bridge:
 // it dials (and redials), installs a declared set of meters and flows and
 // keeps it installed, delivers packet-ins to a callback and sends
-// packet-outs in batches.
+// packet-outs in batches: answers (PacketOut) and packets handed back to
+// the pipeline (Reinject).
 //
 // The set is a function of the bridge's ports (Config.Declare): the
 // session learns the ports with a PORT_DESC request at connect and from
@@ -52,6 +53,12 @@ type Config struct {
 	// declared meters are ever deleted (on shutdown and when the set drops
 	// them).
 	OwnsMeter func(id uint32) bool
+	// Mark is the register mark Reinject sets on the packets it hands back
+	// to table TableID; the declared flows that capture them must exclude
+	// it, or a re-injected packet comes back (pipeline.ReinjectMark).
+	// Registers start at zero, so a mark must set a bit: without one,
+	// Reinject fails with ErrNoMark.
+	Mark openflow.Reg
 	// Logger receives the session's log lines; nil discards them.
 	Logger *slog.Logger
 }
@@ -62,8 +69,12 @@ var (
 	ErrNotConnected = errors.New("ofswitch: not connected")
 	// ErrQueueFull is returned by PacketOut when the writer is behind.
 	ErrQueueFull = errors.New("ofswitch: packet-out queue full")
-	// ErrFrameTooLong is returned by PacketOut for a frame no message holds.
+	// ErrFrameTooLong is returned by PacketOut and Reinject for a frame no
+	// message holds.
 	ErrFrameTooLong = errors.New("ofswitch: frame too long for a packet-out")
+	// ErrNoMark is returned by Reinject when Config.Mark is not a valid
+	// mark: without one, the packet would be captured again.
+	ErrNoMark = errors.New("ofswitch: no valid re-injection mark configured")
 	// ErrVersion is returned by Run when the switch does not offer
 	// OpenFlow 1.3.
 	ErrVersion = errors.New("ofswitch: switch does not offer OpenFlow 1.3")
@@ -82,6 +93,7 @@ const (
 	cPacketOuts
 	cPacketOutErrors
 	cPacketOutQueueFull
+	cReinjects
 	cOpenFlowErrors
 	cEchoTimeouts
 	cBadMessages
@@ -107,6 +119,7 @@ var counterNames = [numCounters]string{
 	cPacketOuts:         "packet_outs",
 	cPacketOutErrors:    "packet_out_errors",
 	cPacketOutQueueFull: "packet_out_queue_full",
+	cReinjects:          "reinjects",
 	cOpenFlowErrors:     "openflow_errors",
 	cEchoTimeouts:       "echo_timeouts",
 	cBadMessages:        "bad_messages",
@@ -249,8 +262,9 @@ func keyOf(priority uint16, m openflow.Match) flowKey {
 
 // Stats returns the session's counters by name: connects, reconnects,
 // disconnects, dial_errors, flow_installs, flow_reinstalls,
-// stale_flows_removed, stale_meters_removed, packet_ins, packet_outs,
-// packet_out_errors, packet_out_queue_full, openflow_errors,
+// stale_flows_removed, stale_meters_removed, packet_ins, packet_outs
+// (written, re-injections included), packet_out_errors,
+// packet_out_queue_full, reinjects (queued), openflow_errors,
 // echo_timeouts, bad_messages, meter_drops (packets the set's meters
 // dropped, summed from their band counts), port_changes; and the gauges
 // ports (the bridge's ports known), meters and flows (the declared set's
@@ -282,23 +296,70 @@ func (s *Switch) nextXID() uint32 {
 // frame, queues the message for the writer and returns at once: an error
 // means the frame was not queued.
 func (s *Switch) PacketOut(outPort uint32, frame []byte) error {
+	c, err := s.ready(len(frame), openflow.MaxPacketOutData)
+	if err != nil {
+		return err
+	}
+	bp := s.bufs.Get().(*[]byte)
+	*bp = openflow.AppendPacketOut((*bp)[:0], s.nextXID(), openflow.PortController, outPort, frame)
+	return s.enqueue(c, bp)
+}
+
+// Reinject hands frame back to the bridge as if it had just arrived on
+// inPort: a packet-out with in_port=inPort whose actions set Config.Mark
+// and resubmit it to table Config.TableID, where the flows that exclude
+// the mark let it pass on to the rest of the pipeline. It copies frame,
+// queues the message on PacketOut's path and returns at once: an error
+// means the frame was not queued. Only for packets captured from inPort,
+// unchanged: what the pipeline does with them is what it would have done
+// without the capture.
+func (s *Switch) Reinject(inPort uint32, frame []byte) error {
+	if s.cfg.Mark.Value&s.cfg.Mark.Mask == 0 {
+		s.count(cPacketOutErrors)
+		return ErrNoMark
+	}
+	c, err := s.ready(len(frame), openflow.MaxResubmitData)
+	if err != nil {
+		return err
+	}
+	bp := s.bufs.Get().(*[]byte)
+	*bp, err = openflow.AppendPacketOutResubmit((*bp)[:0], s.nextXID(), inPort, s.cfg.Mark, s.cfg.TableID, frame)
+	if err != nil {
+		s.bufs.Put(bp)
+		s.count(cPacketOutErrors)
+		return fmt.Errorf("%w: %w", ErrNoMark, err)
+	}
+	if err := s.enqueue(c, bp); err != nil {
+		return err
+	}
+	s.count(cReinjects)
+	return nil
+}
+
+// ready returns the connection a packet-out of a frame of n bytes (at
+// most limit) can be queued on, or the error that says why not, counted.
+func (s *Switch) ready(n, limit int) (*conn, error) {
 	c := s.cur.Load()
 	if c == nil {
 		s.count(cPacketOutErrors)
-		return ErrNotConnected
+		return nil, ErrNotConnected
 	}
-	if len(frame) > openflow.MaxPacketOutData {
+	if n > limit {
 		s.count(cPacketOutErrors)
-		return ErrFrameTooLong
+		return nil, ErrFrameTooLong
 	}
 	select {
 	case <-c.done:
 		s.count(cPacketOutErrors)
-		return ErrNotConnected
+		return nil, ErrNotConnected
 	default:
 	}
-	bp := s.bufs.Get().(*[]byte)
-	*bp = openflow.AppendPacketOut((*bp)[:0], s.nextXID(), openflow.PortController, outPort, frame)
+	return c, nil
+}
+
+// enqueue hands the packet-out in bp to c's writer, or recycles it and
+// counts the error when the queue is full.
+func (s *Switch) enqueue(c *conn, bp *[]byte) error {
 	select {
 	case c.pkts <- bp:
 		return nil

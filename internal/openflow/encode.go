@@ -8,8 +8,13 @@ import (
 // Nicira extension numbers.
 const (
 	nxtSetControllerID = 20 // experimenter message subtype
-	nxastController    = 20 // experimenter action subtype
+	nxastController    = 20 // experimenter action subtypes
+	nxastResubmitTable = 14
+	nxastRegLoad2      = 33
 )
+
+// nxInPort is OFPP_IN_PORT in the 16-bit port field of Nicira actions.
+const nxInPort = 0xfff8
 
 // Lengths of fixed parts.
 const (
@@ -17,10 +22,15 @@ const (
 	outputActionLen   = 16
 	controllerActLen  = 16
 	flowModFixedLen   = 48
+	resubmitActLen    = 16
+	regLoad2ActLen    = 24 // a register OXM, masked or not, padded to 8
 )
 
 // MaxPacketOutData is the largest frame AppendPacketOut can carry.
 const MaxPacketOutData = MaxMessageLen - packetOutFixedLen - outputActionLen
+
+// MaxResubmitData is the largest frame AppendPacketOutResubmit can carry.
+const MaxResubmitData = MaxMessageLen - packetOutFixedLen - regLoad2ActLen - resubmitActLen
 
 // AppendHello appends a HELLO offering only OpenFlow 1.3 (a version bitmap
 // element with bit 4 set).
@@ -211,6 +221,50 @@ func AppendPacketOut(dst []byte, xid uint32, inPort, outPort uint32, frame []byt
 	dst = appendOutput(dst, outPort)
 	dst = append(dst, frame...)
 	return finish(dst, start)
+}
+
+// AppendPacketOutResubmit appends a PACKET_OUT of frame (carried whole, no
+// buffer) that the bridge processes as if frame had just arrived on inPort:
+// its actions set mark (an NXAST_REG_LOAD2 of Value under Mask; none when
+// Mask is zero) and resubmit the packet to table (NXAST_RESUBMIT_TABLE,
+// in_port unchanged), where the flows that match its in_port and the mark
+// take it on. ovs-ofctl shows them as
+// "set_field:VALUE/MASK->regN,resubmit(,TABLE)". It fails (returning dst
+// unchanged) for a register that does not exist or a value with bits
+// outside its mask. frame must be at most MaxResubmitData bytes; a longer
+// one is cut there.
+func AppendPacketOutResubmit(dst []byte, xid uint32, inPort uint32, mark Reg, table uint8, frame []byte) ([]byte, error) {
+	actionsLen := resubmitActLen
+	if mark.Mask != 0 {
+		if err := mark.check(); err != nil {
+			return dst, err
+		}
+		actionsLen += regLoad2ActLen
+	}
+	if len(frame) > MaxResubmitData {
+		frame = frame[:MaxResubmitData]
+	}
+	start := len(dst)
+	dst = appendHeader(dst, TypePacketOut, xid)
+	dst = binary.BigEndian.AppendUint32(dst, NoBuffer)
+	dst = binary.BigEndian.AppendUint32(dst, inPort)
+	dst = binary.BigEndian.AppendUint16(dst, uint16(actionsLen))
+	dst = appendZeros(dst, 6)
+	if mark.Mask != 0 {
+		act := len(dst)
+		dst = append(dst, 0xff, 0xff, 0, regLoad2ActLen)
+		dst = binary.BigEndian.AppendUint32(dst, ExperimenterNicira)
+		dst = binary.BigEndian.AppendUint16(dst, nxastRegLoad2)
+		dst = mark.appendOXM(dst)
+		dst = appendZeros(dst, regLoad2ActLen-(len(dst)-act))
+	}
+	dst = append(dst, 0xff, 0xff, 0, resubmitActLen)
+	dst = binary.BigEndian.AppendUint32(dst, ExperimenterNicira)
+	dst = binary.BigEndian.AppendUint16(dst, nxastResubmitTable)
+	dst = binary.BigEndian.AppendUint16(dst, nxInPort)
+	dst = append(dst, table, 0, 0, 0)
+	dst = append(dst, frame...)
+	return finish(dst, start), nil
 }
 
 // AppendFlowStatsRequest appends a FLOW multipart request for the flows of

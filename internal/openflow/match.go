@@ -10,22 +10,69 @@ import (
 // field is a wildcard. Encoding includes no prerequisites: set EthType (and
 // IPProto for UDPDst) yourself, as OpenFlow requires.
 type Match struct {
-	InPort  uint32
-	EthType uint16
-	IPProto uint8
+	InPort uint32
+	// Untagged matches only frames without an 802.1Q tag (OXM VLAN_VID
+	// OFPVID_NONE; ovs-ofctl shows vlan_tci=0x0000/0x1fff).
+	Untagged bool
+	EthType  uint16
+	IPProto  uint8
 	// IPv4Dst must be an IPv4 address (or IPv4-mapped IPv6) when valid.
 	IPv4Dst netip.Addr
 	// IPv6Dst must be an IPv6 address when valid.
 	IPv6Dst netip.Addr
 	UDPDst  uint16
+	// Reg matches the bits of one Open vSwitch register; a zero Mask is a
+	// wildcard.
+	Reg Reg
 }
 
-// OXM class and field numbers of the OpenFlow basic class.
+// Reg is a value of some bits of one of Open vSwitch's 32-bit registers
+// reg0..reg15, the Nicira fields NXM_NX_REG0..15 (OXM class 0x0001), which
+// start at zero for every packet and live only while the bridge processes
+// it. The bits set in Mask are Value's; Value has no bit outside Mask. In a
+// Match, a zero Mask matches any value; an all-ones Mask is encoded
+// without a mask, as Open vSwitch does.
+type Reg struct {
+	Index       uint8
+	Value, Mask uint32
+}
+
+// NumRegs is the number of registers Open vSwitch has (reg0..reg15).
+const NumRegs = 16
+
+// check reports a register field that cannot be encoded.
+func (r Reg) check() error {
+	if r.Index >= NumRegs {
+		return fmt.Errorf("openflow: register reg%d does not exist (reg0..reg%d)", r.Index, NumRegs-1)
+	}
+	if r.Value&^r.Mask != 0 {
+		return fmt.Errorf("openflow: reg%d value %#x has bits outside its mask %#x", r.Index, r.Value, r.Mask)
+	}
+	return nil
+}
+
+// appendOXM appends r as an NXM_NX_REGn OXM field, masked unless Mask is
+// all ones.
+func (r Reg) appendOXM(dst []byte) []byte {
+	if r.Mask == ^uint32(0) {
+		dst = binary.BigEndian.AppendUint32(dst, oxmClassNXM1<<16|uint32(r.Index)<<9|4)
+		return binary.BigEndian.AppendUint32(dst, r.Value)
+	}
+	dst = binary.BigEndian.AppendUint32(dst, oxmClassNXM1<<16|uint32(r.Index)<<9|oxmHasMask|8)
+	dst = binary.BigEndian.AppendUint32(dst, r.Value)
+	return binary.BigEndian.AppendUint32(dst, r.Mask)
+}
+
+// OXM classes, the has-mask bit and field numbers of the OpenFlow basic
+// class.
 const (
+	oxmClassNXM1  = 0x0001
 	oxmClassBasic = 0x8000
+	oxmHasMask    = 0x100
 
 	oxmInPort  = 0
 	oxmEthType = 5
+	oxmVLANVID = 6
 	oxmIPProto = 10
 	oxmIPv4Dst = 12
 	oxmUDPDst  = 16
@@ -48,6 +95,9 @@ func (m *Match) check() error {
 	if m.IPv6Dst.IsValid() && (m.IPv6Dst.Is4() || m.IPv6Dst.Is4In6()) {
 		return fmt.Errorf("openflow: match ipv6_dst %s is not an IPv6 address", m.IPv6Dst)
 	}
+	if m.Reg.Mask != 0 {
+		return m.Reg.check()
+	}
 	return nil
 }
 
@@ -59,6 +109,10 @@ func appendMatch(dst []byte, m *Match) []byte {
 	if m.InPort != 0 {
 		dst = binary.BigEndian.AppendUint32(dst, oxmHeader(oxmInPort, 4))
 		dst = binary.BigEndian.AppendUint32(dst, m.InPort)
+	}
+	if m.Untagged {
+		dst = binary.BigEndian.AppendUint32(dst, oxmHeader(oxmVLANVID, 2))
+		dst = append(dst, 0, 0)
 	}
 	if m.EthType != 0 {
 		dst = binary.BigEndian.AppendUint32(dst, oxmHeader(oxmEthType, 2))
@@ -82,6 +136,9 @@ func appendMatch(dst []byte, m *Match) []byte {
 		dst = binary.BigEndian.AppendUint32(dst, oxmHeader(oxmUDPDst, 2))
 		dst = binary.BigEndian.AppendUint16(dst, m.UDPDst)
 	}
+	if m.Reg.Mask != 0 {
+		dst = m.Reg.appendOXM(dst)
+	}
 	binary.BigEndian.PutUint16(dst[start+2:], uint16(len(dst)-start))
 	return appendZeros(dst, pad8(len(dst)-start))
 }
@@ -97,8 +154,9 @@ func pad8(n int) int {
 }
 
 // parseMatch decodes the ofp_match at the start of b into m, ignoring
-// fields it does not know and masked fields, and returns the match's length
-// including padding.
+// fields it does not know, masked fields but registers, and VLAN matches
+// other than untagged, and returns the match's length including padding.
+// Of several registers, the last one counts.
 func parseMatch(b []byte, m *Match) (int, error) {
 	if len(b) < 4 {
 		return 0, ErrTruncated
@@ -124,12 +182,19 @@ func parseMatch(b []byte, m *Match) (int, error) {
 		}
 		v := fields[4 : 4+n]
 		fields = fields[4+n:]
-		if h>>16 != oxmClassBasic || h&0x100 != 0 {
+		field := uint8(h >> 9 & 0x7f)
+		if h>>16 == oxmClassNXM1 {
+			parseReg(field, h&oxmHasMask != 0, v, m)
 			continue
 		}
-		switch field := uint8(h >> 9 & 0x7f); {
+		if h>>16 != oxmClassBasic || h&oxmHasMask != 0 {
+			continue
+		}
+		switch {
 		case field == oxmInPort && n == 4:
 			m.InPort = binary.BigEndian.Uint32(v)
+		case field == oxmVLANVID && n == 2:
+			m.Untagged = binary.BigEndian.Uint16(v) == 0
 		case field == oxmEthType && n == 2:
 			m.EthType = binary.BigEndian.Uint16(v)
 		case field == oxmIPProto && n == 1:
@@ -143,4 +208,17 @@ func parseMatch(b []byte, m *Match) (int, error) {
 		}
 	}
 	return padded, nil
+}
+
+// parseReg sets m.Reg from an NXM_NX_REGn field (field n, value v with a
+// mask when masked); other fields of the class are ignored.
+func parseReg(field uint8, masked bool, v []byte, m *Match) {
+	switch {
+	case field >= NumRegs:
+	case !masked && len(v) == 4:
+		m.Reg = Reg{Index: field, Value: binary.BigEndian.Uint32(v), Mask: ^uint32(0)}
+	case masked && len(v) == 8:
+		mask := binary.BigEndian.Uint32(v[4:])
+		m.Reg = Reg{Index: field, Value: binary.BigEndian.Uint32(v) & mask, Mask: mask}
+	}
 }

@@ -72,6 +72,46 @@
 //     either. It carries little in normal operation (ports are learnt
 //     within milliseconds) and caps the whole bridge if port learning
 //     fails.
+//
+// # Interception of DNS sent anywhere
+//
+// With Spec.InterceptAll, every known port P (1..MaxMeteredPort) also
+// gets two flows (IPv4 and IPv6) at InterceptPriority, just below the
+// generic flows and above Neutron's priority-100 in_port flows:
+//
+//	in_port=P, untagged (vlan_tci=0x0000/0x1fff), udp|udp6, tp_dst=53,
+//	  reg13=0/0x1 actions=meter:PortMeterID(P), controller(id)
+//
+// They capture DNS a VM sends to any address; the service flows above them
+// still take the service addresses. A captured query the daemon does not
+// answer itself goes back into the pipeline with ofswitch's Reinject: a
+// packet-out with in_port=P whose actions set the mark (ReinjectMark,
+// reg13 bit 0) and resubmit to the capture table. The intercept flows
+// exclude marked packets, so the packet is not captured again: it falls
+// through to Neutron's in_port flow (the firewall with the VM's security
+// groups, then NORMAL) as if it had just come from the VM, once. It has
+// already been through the tables before the capture table (0 and 59)
+// when it was captured.
+//
+// Why reg13: Open vSwitch's registers start at zero for every packet
+// (a packet-out's too) and exist only while the bridge processes it; they
+// do not cross patch ports. Neutron's OVS agent uses reg2 (DSCP marking,
+// table 0), reg3 and reg4 (QoS queues and minimum-bandwidth packet
+// marks, table 0), reg5
+// (port), reg6 (network / conntrack zone) and reg7 (remote group) of the
+// OVS firewall; reg8..reg15 (Open vSwitch 2.6 and later) are unused, and
+// none of Neutron's flows matches reg13, so the mark changes nothing else
+// the pipeline does.
+//
+// Why untagged only: packets from VM ports are untagged in table 60,
+// while packets from the patch ports to br-tun and the physical bridges
+// carry the network's local VLAN there. Queries arriving from other nodes,
+// for example for a DHCP agent's dnsmasq on this node, are thus never
+// captured or metered by the intercept flows.
+//
+// An intercepted query counts against its port's meter like a query to a
+// service address: past PortMeterRate a VM's DNS is dropped, wherever it
+// was sent.
 package pipeline
 
 import (
@@ -86,7 +126,21 @@ const (
 	ethTypeIPv4 = 0x0800
 	ethTypeIPv6 = 0x86dd
 	ipProtoUDP  = 17
+	dnsPort     = 53
 )
+
+// The mark of re-injected packets: bit 0 of reg13 (see the package
+// documentation).
+const (
+	markReg uint8  = 13
+	markBit uint32 = 1
+)
+
+// ReinjectMark returns the register mark that re-injected packets carry
+// and the intercept flows exclude: ofswitch's Config.Mark.
+func ReinjectMark() openflow.Reg {
+	return openflow.Reg{Index: markReg, Value: markBit, Mask: markBit}
+}
 
 // Meter ids (see the package documentation).
 const (
@@ -119,7 +173,8 @@ const meterFlags = openflow.MeterFlagPktps | openflow.MeterFlagBurst | openflow.
 type Spec struct {
 	// Table and Priority place the capture flows: the generic ones at
 	// Priority, the per-port ones at Priority+1 (at 65535, the generic
-	// ones move to 65534).
+	// ones move to 65534), the intercept flows one below the generic ones
+	// (see InterceptPriority).
 	Table    uint8
 	Priority uint16
 	// Cookie marks every flow of the set; the daemon removes and counts
@@ -141,6 +196,29 @@ type Spec struct {
 	// NoMeters declares the generic flows only, without meters, for a
 	// datapath that has no meters (flows naming a meter would fail there).
 	NoMeters bool
+	// InterceptAll also captures UDP DNS (destination port 53) that known
+	// ports send to any address, except packets carrying ReinjectMark (see
+	// the package documentation).
+	InterceptAll bool
+}
+
+// InterceptPriority returns the priority of the intercept flows: one below
+// the generic flows' (0 when they are at 0). It must stay above Neutron's
+// 100 for the flows to see anything.
+func (s Spec) InterceptPriority() uint16 {
+	generic, _ := s.priorities()
+	if generic == 0 {
+		return 0
+	}
+	return generic - 1
+}
+
+// priorities returns the generic and per-port flows' priorities.
+func (s Spec) priorities() (generic, port uint16) {
+	if s.Priority == 0xffff {
+		return 0xfffe, 0xffff
+	}
+	return s.Priority, s.Priority + 1
 }
 
 // PortMeterID returns the id of port's meter.
@@ -170,30 +248,40 @@ func orDefault(v, def uint32) uint32 {
 //	table=T, priority=P+1, cookie=C, send_flow_rem, in_port=P,
 //	  udp,nw_dst=ADDR,tp_dst=PORT (udp6,ipv6_dst=... for IPv6)
 //	  actions=meter:MeterIDBase+P,controller(id=ID, max_len=65535)
+//	with InterceptAll, at InterceptPriority, for IPv4 and IPv6:
+//	table=T, priority=P-1, cookie=C, send_flow_rem, in_port=P,
+//	  vlan_tci=0x0000/0x1fff,udp,tp_dst=53,reg13=0/0x1
+//	  actions=meter:MeterIDBase+P,controller(id=ID)
 //	meter=MeterIDBase pktps burst stats bands=type=drop rate=R burst_size=B
 //	table=T, priority=P, cookie=C, send_flow_rem,
 //	  udp,nw_dst=ADDR,tp_dst=PORT actions=meter:MeterIDBase,controller(id=ID)
+//
+// With NoMeters, the per-port service flows and all meters are left out,
+// and the intercept flows name no meter.
 func (s Spec) Declare(ports []uint32) ([]openflow.MeterMod, []openflow.FlowMod) {
-	genericPrio, portPrio := s.Priority, s.Priority+1
-	if s.Priority == 0xffff {
-		genericPrio, portPrio = 0xfffe, 0xffff
+	genericPrio, portPrio := s.priorities()
+	known := make([]uint32, 0, len(ports))
+	for _, p := range ports {
+		if p >= 1 && p <= MaxMeteredPort {
+			known = append(known, p)
+		}
+	}
+	slices.Sort(known)
+	known = slices.Compact(known)
+	perPort := 0
+	if !s.NoMeters {
+		perPort += len(s.Services)
+	}
+	if s.InterceptAll {
+		perPort += 2
 	}
 	var meters []openflow.MeterMod
-	var flows []openflow.FlowMod
+	flows := make([]openflow.FlowMod, 0, len(known)*perPort+len(s.Services))
 	if !s.NoMeters {
-		metered := make([]uint32, 0, len(ports))
-		for _, p := range ports {
-			if p >= 1 && p <= MaxMeteredPort {
-				metered = append(metered, p)
-			}
-		}
-		slices.Sort(metered)
-		metered = slices.Compact(metered)
-		meters = make([]openflow.MeterMod, 0, len(metered)+1)
-		flows = make([]openflow.FlowMod, 0, (len(metered)+1)*len(s.Services))
+		meters = make([]openflow.MeterMod, 0, len(known)+1)
 		rate := orDefault(s.PortMeterRate, DefaultPortMeterRate)
 		burst := orDefault(s.PortMeterBurst, DefaultPortMeterBurst)
-		for _, p := range metered {
+		for _, p := range known {
 			meters = append(meters, openflow.MeterMod{Command: openflow.MeterAdd, Flags: meterFlags,
 				MeterID: PortMeterID(p), Rate: rate, Burst: burst})
 			for _, svc := range s.Services {
@@ -207,6 +295,17 @@ func (s Spec) Declare(ports []uint32) ([]openflow.MeterMod, []openflow.FlowMod) 
 			MeterID: GlobalMeterID, Rate: orDefault(s.MeterRate, DefaultMeterRate),
 			Burst: orDefault(s.MeterBurst, DefaultMeterBurst)})
 	}
+	if s.InterceptAll {
+		for _, p := range known {
+			for _, ethType := range []uint16{ethTypeIPv4, ethTypeIPv6} {
+				fm := s.intercept(p, ethType)
+				if !s.NoMeters {
+					fm.MeterID = PortMeterID(p)
+				}
+				flows = append(flows, fm)
+			}
+		}
+	}
 	for _, svc := range s.Services {
 		fm := s.flow(genericPrio, svc)
 		if !s.NoMeters {
@@ -217,9 +316,23 @@ func (s Spec) Declare(ports []uint32) ([]openflow.MeterMod, []openflow.FlowMod) 
 	return meters, flows
 }
 
-// flow returns the capture flow of svc at priority, without meter or port.
-func (s Spec) flow(priority uint16, svc netip.AddrPort) openflow.FlowMod {
-	fm := openflow.FlowMod{
+// intercept returns port's intercept flow for ethType, without meter.
+func (s Spec) intercept(port uint32, ethType uint16) openflow.FlowMod {
+	fm := s.base(s.InterceptPriority())
+	fm.Match = openflow.Match{
+		InPort:   port,
+		Untagged: true,
+		EthType:  ethType,
+		IPProto:  ipProtoUDP,
+		UDPDst:   dnsPort,
+		Reg:      openflow.Reg{Index: markReg, Value: 0, Mask: markBit},
+	}
+	return fm
+}
+
+// base returns a capture flow at priority without match or meter.
+func (s Spec) base(priority uint16) openflow.FlowMod {
+	return openflow.FlowMod{
 		Cookie:       s.Cookie,
 		CookieMask:   ^uint64(0),
 		TableID:      s.Table,
@@ -230,10 +343,15 @@ func (s Spec) flow(priority uint16, svc netip.AddrPort) openflow.FlowMod {
 		OutGroup:     openflow.GroupAny,
 		ControllerID: s.ControllerID,
 		MaxLen:       openflow.MaxLenNoBuffer,
-		Match: openflow.Match{
-			IPProto: ipProtoUDP,
-			UDPDst:  svc.Port(),
-		},
+	}
+}
+
+// flow returns the capture flow of svc at priority, without meter or port.
+func (s Spec) flow(priority uint16, svc netip.AddrPort) openflow.FlowMod {
+	fm := s.base(priority)
+	fm.Match = openflow.Match{
+		IPProto: ipProtoUDP,
+		UDPDst:  svc.Port(),
 	}
 	if addr := svc.Addr().Unmap(); addr.Is4() {
 		fm.Match.EthType = ethTypeIPv4

@@ -130,7 +130,9 @@ func TestFlowsAsOVSSeesThem(t *testing.T) {
 		}
 		return strings.Join(strings.Fields(string(out)), " ")
 	}
-	meters, flows := spec.Declare([]uint32{5})
+	s := spec
+	s.InterceptAll = true
+	meters, flows := s.Declare([]uint32{5})
 	wantMeters := []string{
 		"ADD meter=3495100421 pktps burst stats bands= type=drop rate=1024 burst_size=100",
 		"ADD meter=3495100416 pktps burst stats bands= type=drop rate=10000 burst_size=100",
@@ -144,6 +146,8 @@ func TestFlowsAsOVSSeesThem(t *testing.T) {
 		"table:60 priority=103,udp,in_port=5,nw_dst=169.254.169.254,tp_dst=53 cookie:0x444e53 send_flow_rem actions=meter:3495100421,controller(",
 		"table:60 priority=103,udp6,in_port=5,ipv6_dst=fd00::254,tp_dst=53",
 		"table:60 priority=103,udp,in_port=5,nw_dst=10.1.2.3,tp_dst=5353",
+		"table:60 priority=101,udp,reg13=0/0x1,in_port=5,vlan_tci=0x0000/0x1fff,tp_dst=53 cookie:0x444e53 send_flow_rem actions=meter:3495100421,controller(",
+		"table:60 priority=101,udp6,reg13=0/0x1,in_port=5,vlan_tci=0x0000/0x1fff,tp_dst=53 cookie:0x444e53 send_flow_rem actions=meter:3495100421,controller(",
 		"table:60 priority=102,udp,nw_dst=169.254.169.254,tp_dst=53 cookie:0x444e53 send_flow_rem actions=meter:3495100416,controller(",
 		"table:60 priority=102,udp6,ipv6_dst=fd00::254,tp_dst=53",
 		"table:60 priority=102,udp,nw_dst=10.1.2.3,tp_dst=5353",
@@ -158,6 +162,56 @@ func TestFlowsAsOVSSeesThem(t *testing.T) {
 			if !strings.Contains(got, w) {
 				t.Errorf("flow %d: %q lacks %q", i, got, w)
 			}
+		}
+	}
+}
+
+func TestDeclareInterceptAll(t *testing.T) {
+	s := spec
+	s.InterceptAll = true
+	meters, flows := s.Declare([]uint32{7, 3, openflow.PortLocal, 3})
+	if len(meters) != 3 {
+		t.Errorf("%d meters", len(meters))
+	}
+	// Per port: the service flows; then the intercept flows of each port;
+	// then the generic flows.
+	n := len(spec.Services)
+	if len(flows) != 2*n+2*2+n {
+		t.Fatalf("%d flows", len(flows))
+	}
+	intercepts := flows[2*n : 2*n+4]
+	for i, f := range intercepts {
+		checkFlow(t, i, f)
+		port := []uint32{3, 3, 7, 7}[i]
+		ethType := []uint16{ethTypeIPv4, ethTypeIPv6}[i%2]
+		want := openflow.Match{InPort: port, Untagged: true, EthType: ethType, IPProto: ipProtoUDP, UDPDst: 53,
+			Reg: openflow.Reg{Index: 13, Mask: 1}}
+		if f.Match != want || f.Priority != 101 || f.MeterID != PortMeterID(port) {
+			t.Errorf("intercept flow %d: %+v", i, f)
+		}
+	}
+	if m := ReinjectMark(); m.Index != intercepts[0].Match.Reg.Index || m.Mask != intercepts[0].Match.Reg.Mask || m.Value&m.Mask == 0 {
+		t.Errorf("mark %+v does not leave the intercept flows' match %+v", m, intercepts[0].Match.Reg)
+	}
+	if f := flows[len(flows)-1]; f.Priority != 102 || f.Match.InPort != 0 {
+		t.Errorf("last flow not generic: %+v", f)
+	}
+
+	s.NoMeters = true
+	meters, flows = s.Declare([]uint32{3})
+	if len(meters) != 0 || len(flows) != 2+n {
+		t.Fatalf("no meters: %d meters, %d flows", len(meters), len(flows))
+	}
+	for i, f := range flows {
+		if f.MeterID != 0 || (i < 2) != (f.Match.InPort == 3 && f.Priority == 101) {
+			t.Errorf("no meters, flow %d: %+v", i, f)
+		}
+	}
+
+	for _, tc := range []struct{ prio, want uint16 }{{102, 101}, {0xffff, 0xfffd}, {1, 0}, {0, 0}} {
+		s.Priority = tc.prio
+		if got := s.InterceptPriority(); got != tc.want {
+			t.Errorf("priority %d: intercept at %d, want %d", tc.prio, got, tc.want)
 		}
 	}
 }
