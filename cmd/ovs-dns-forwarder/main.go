@@ -20,16 +20,20 @@ import (
 	"os"
 	"os/signal"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
 	"github.com/ovs-dns-forwarder/ovs-dns-forwarder/internal/config"
+	"github.com/ovs-dns-forwarder/ovs-dns-forwarder/internal/inventory"
 	"github.com/ovs-dns-forwarder/ovs-dns-forwarder/internal/ofswitch"
 	"github.com/ovs-dns-forwarder/ovs-dns-forwarder/internal/pipeline"
 	"github.com/ovs-dns-forwarder/ovs-dns-forwarder/internal/ratelimit"
+	"github.com/ovs-dns-forwarder/ovs-dns-forwarder/internal/records"
 	"github.com/ovs-dns-forwarder/ovs-dns-forwarder/internal/resolver"
 	"github.com/ovs-dns-forwarder/ovs-dns-forwarder/internal/resolver/cache"
 	"github.com/ovs-dns-forwarder/ovs-dns-forwarder/internal/resolver/forward"
+	"github.com/ovs-dns-forwarder/ovs-dns-forwarder/internal/resolver/local"
 	"github.com/ovs-dns-forwarder/ovs-dns-forwarder/internal/responder"
 	"github.com/ovs-dns-forwarder/ovs-dns-forwarder/internal/upstream"
 )
@@ -115,6 +119,7 @@ func serve(cfg *config.Config, logOut io.Writer) error {
 		MeterBurst:     cfg.MeterBurst,
 		PortMeterRate:  cfg.PortMeterRate,
 		PortMeterBurst: cfg.PortMeterBurst,
+		InterceptAll:   cfg.InterceptAllDNS,
 	}
 	sw := ofswitch.New(ofswitch.Config{
 		Target:       cfg.OpenFlowConnection,
@@ -123,9 +128,18 @@ func serve(cfg *config.Config, logOut io.Writer) error {
 		TableID:      cfg.FlowTable,
 		Declare:      spec.Declare,
 		OwnsMeter:    spec.OwnsMeter,
+		Mark:         pipeline.ReinjectMark(),
 		Logger:       logger,
 	})
-	chain, closeChain, err := resolverChain(cfg, client, logger)
+	inv, err := inventory.New(inventory.Config{Endpoint: cfg.OVSDBConnection, Bridge: cfg.IntegrationBridge, Logger: logger})
+	if err != nil {
+		return err
+	}
+	store, err := recordStore(cfg, logger)
+	if err != nil {
+		return err
+	}
+	chain, closeChain, err := resolverChain(cfg, client, store, logger)
 	if err != nil {
 		return err
 	}
@@ -135,16 +149,19 @@ func serve(cfg *config.Config, logOut io.Writer) error {
 		limiter = ratelimit.New(float64(cfg.PortRateLimit), cfg.PortRateBurst, maxLimitedPorts)
 	}
 	resp := responder.New(responder.Config{
-		Services:    cfg.ClientServers,
-		Handler:     chain.handler,
-		Out:         sw,
-		MaxInflight: cfg.MaxInflight,
-		MaxUDPSize:  cfg.MaxUDPSize,
-		MTU:         cfg.MTU,
-		Deadline:    queryDeadline(cfg),
-		Limiter:     limiter,
-		TrustAD:     cfg.TrustUpstreamAD,
-		Logger:      logger,
+		Services:     cfg.ClientServers,
+		Handler:      chain.handler,
+		Out:          sw,
+		MaxInflight:  cfg.MaxInflight,
+		MaxUDPSize:   cfg.MaxUDPSize,
+		MTU:          cfg.MTU,
+		Deadline:     queryDeadline(cfg),
+		Limiter:      limiter,
+		TrustAD:      cfg.TrustUpstreamAD,
+		InterceptAll: cfg.InterceptAllDNS,
+		Reinject:     sw,
+		Ports:        ports(inv),
+		Logger:       logger,
 	})
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
@@ -154,9 +171,24 @@ func serve(cfg *config.Config, logOut io.Writer) error {
 		"services", cfg.ClientServers, "upstreams", cfg.UpstreamServers,
 		"table", cfg.FlowTable, "priority", cfg.FlowPriority,
 		"cookie", fmt.Sprintf("%#x", cfg.FlowCookie), "controller_id", cfg.ControllerID)
+	var background sync.WaitGroup
+	background.Go(func() {
+		if err := inv.Run(ctx); err != nil {
+			logger.Error("OVSDB inventory stopped", "error", err)
+		}
+	})
+	if store != nil {
+		background.Go(func() {
+			if err := store.Run(ctx, inv.Networks, inv.Changes()); err != nil {
+				logger.Error("Neutron records stopped", "error", err)
+			}
+		})
+	}
 	err = sw.Run(ctx, resp.HandlePacketIn)
-	logger.Info("stopped", "responder", resp.Stats(), "cache", chain.cacheStats(), "forward", chain.forward.Stats(),
-		"upstream", client.Stats(), "openflow", sw.Stats())
+	stop()
+	background.Wait()
+	logger.Info("stopped", "responder", resp.Stats(), "local", chain.localStats(), "cache", chain.cacheStats(), "forward", chain.forward.Stats(),
+		"upstream", client.Stats(), "openflow", sw.Stats(), "ovsdb", inv.Stats())
 	if err != nil && !errors.Is(err, context.Canceled) {
 		return err
 	}
@@ -170,8 +202,36 @@ const maxLimitedPorts = 4096
 // chain is the resolver chain and the parts of it the daemon reports on.
 type chain struct {
 	handler resolver.Handler
+	local   *local.Local // nil without a Neutron API
 	cache   *cache.Cache // nil when cache_size is 0
 	forward *forward.Forward
+}
+
+func (c chain) localStats() map[string]uint64 {
+	if c.local == nil {
+		return nil
+	}
+	return c.local.Stats()
+}
+
+// recordStore returns the store of the cloud's names, or nil when no
+// Neutron API is configured ([neutron] auth_type unset).
+func recordStore(cfg *config.Config, logger *slog.Logger) (*records.Store, error) {
+	n := cfg.Neutron
+	if n.AuthType == "" {
+		return nil, nil
+	}
+	return records.New(records.Config{
+		Auth: records.AuthOptions{
+			AuthType: n.AuthType, AuthURL: n.AuthURL, Username: n.Username, Password: n.Password,
+			ProjectName: n.ProjectName, UserDomainName: n.UserDomainName, ProjectDomainName: n.ProjectDomainName,
+			RegionName: n.RegionName, ValidInterfaces: n.ValidInterfaces, EndpointOverride: n.EndpointOverride,
+			CAFile: n.CAFile, Insecure: n.Insecure,
+		},
+		Domain:         cfg.DNSDomain,
+		ResyncInterval: cfg.RecordsResyncInterval,
+		Logger:         logger,
+	})
 }
 
 func (c chain) cacheStats() map[string]uint64 {
@@ -181,10 +241,11 @@ func (c chain) cacheStats() map[string]uint64 {
 	return c.cache.Stats()
 }
 
-// resolverChain builds the handler chain: the cache (unless cache_size is
-// 0) in front of the forwarder. The returned function stops the
-// forwarder's background probes.
-func resolverChain(cfg *config.Config, client *upstream.Client, logger *slog.Logger) (chain, func(), error) {
+// resolverChain builds the handler chain: the local names (with a store),
+// then the cache (unless cache_size is 0), then the forwarder. Local names
+// come first: the cache is not keyed by network. The returned function
+// stops the forwarder's background probes.
+func resolverChain(cfg *config.Config, client *upstream.Client, store *records.Store, logger *slog.Logger) (chain, func(), error) {
 	policy, err := forward.ParsePolicy(cfg.UpstreamPolicy)
 	if err != nil {
 		return chain{}, nil, err
@@ -214,6 +275,16 @@ func resolverChain(cfg *config.Config, client *upstream.Client, logger *slog.Log
 		}, fwd)
 		c.handler = c.cache
 	}
+	if store != nil {
+		c.local = local.New(local.Config{
+			Records:       store,
+			Domain:        cfg.DNSDomain,
+			TTL:           cfg.LocalTTL,
+			Authoritative: cfg.LocalDomainAuthoritative,
+			Logger:        logger,
+		}, c.handler)
+		c.handler = c.local
+	}
 	return c, func() { fwd.Close() }, nil
 }
 
@@ -226,4 +297,12 @@ func queryDeadline(cfg *config.Config) time.Duration {
 		most = max(most, len(z.Servers))
 	}
 	return time.Duration(most)*cfg.UpstreamTimeout + time.Second
+}
+
+// ports adapts the OVSDB inventory to what the responder asks of a port.
+func ports(inv *inventory.Inventory) responder.Ports {
+	return responder.PortsFunc(func(ofport uint32) (responder.PortInfo, bool) {
+		p, ok := inv.Lookup(ofport)
+		return responder.PortInfo{MAC: p.MAC, Network: p.Network, PortID: p.PortID}, ok
+	})
 }

@@ -150,36 +150,61 @@ type Config struct {
 	Meters                        bool
 	MeterRate, MeterBurst         uint32
 	PortMeterRate, PortMeterBurst uint32
+
+	// OVSDBConnection is where the OVSDB server is ([ovs]
+	// ovsdb_connection, Neutron's option): "tcp:HOST:PORT" or "unix:PATH".
+	OVSDBConnection string
+	// DNSDomain is the cloud's domain ([DEFAULT] dns_domain, Neutron's
+	// default openstacklocal), lower case with a final dot.
+	DNSDomain string
+	// Neutron is how to reach the Neutron API ([neutron]); local names
+	// are served only when its AuthType is set.
+	Neutron Neutron
+	// RecordsResyncInterval is the time between full syncs of the names.
+	RecordsResyncInterval time.Duration
+	// LocalTTL is the TTL of local answers, in seconds.
+	LocalTTL uint32
+	// LocalDomainAuthoritative answers NXDOMAIN and NODATA (with an SOA)
+	// for names under DNSDomain the cloud does not have; false forwards
+	// them.
+	LocalDomainAuthoritative bool
+	// InterceptAllDNS captures DNS from VM ports to any destination too:
+	// local names are answered, the rest goes on unchanged.
+	InterceptAllDNS bool
 }
 
 // Defaults returns the configuration used when no file sets anything.
 // Each call returns a new Config the caller may change.
 func Defaults() *Config {
 	return &Config{
-		IntegrationBridge:  "br-int",
-		UpstreamServers:    slices.Clone(DefaultUpstreams),
-		UpstreamTimeout:    5 * time.Second,
-		ClientServers:      slices.Clone(defaultClients),
-		OpenFlowConnection: defaultOpenFlow("br-int"),
-		FlowTable:          60,
-		FlowPriority:       102,
-		FlowCookie:         0x444e53,
-		ControllerID:       53,
-		MaxInflight:        1024,
-		MaxUDPSize:         1232,
-		MTU:                1500,
-		CacheSize:          10000,
-		CacheMaxTTL:        24 * time.Hour,
-		CacheNegativeTTL:   time.Hour,
-		ServeStaleTTL:      24 * time.Hour,
-		UpstreamPolicy:     PolicySequential,
-		PortRateLimit:      1024,
-		PortRateBurst:      200,
-		Meters:             true,
-		MeterRate:          pipeline.DefaultMeterRate,
-		MeterBurst:         pipeline.DefaultMeterBurst,
-		PortMeterRate:      pipeline.DefaultPortMeterRate,
-		PortMeterBurst:     pipeline.DefaultPortMeterBurst,
+		IntegrationBridge:        "br-int",
+		UpstreamServers:          slices.Clone(DefaultUpstreams),
+		UpstreamTimeout:          5 * time.Second,
+		ClientServers:            slices.Clone(defaultClients),
+		OpenFlowConnection:       defaultOpenFlow("br-int"),
+		FlowTable:                60,
+		FlowPriority:             102,
+		FlowCookie:               0x444e53,
+		ControllerID:             53,
+		MaxInflight:              1024,
+		MaxUDPSize:               1232,
+		MTU:                      1500,
+		CacheSize:                10000,
+		CacheMaxTTL:              24 * time.Hour,
+		CacheNegativeTTL:         time.Hour,
+		ServeStaleTTL:            24 * time.Hour,
+		UpstreamPolicy:           PolicySequential,
+		PortRateLimit:            1024,
+		PortRateBurst:            200,
+		Meters:                   true,
+		MeterRate:                pipeline.DefaultMeterRate,
+		MeterBurst:               pipeline.DefaultMeterBurst,
+		PortMeterRate:            pipeline.DefaultPortMeterRate,
+		PortMeterBurst:           pipeline.DefaultPortMeterBurst,
+		OVSDBConnection:          "tcp:127.0.0.1:6640",
+		RecordsResyncInterval:    60 * time.Second,
+		LocalTTL:                 30,
+		LocalDomainAuthoritative: true,
 	}
 }
 
@@ -316,6 +341,7 @@ func (s settings) config() (*Config, error) {
 		}
 	)
 	steps = append(steps, s.resolverSteps(c)...)
+	steps = append(steps, s.namesSteps(c)...)
 	for _, step := range steps {
 		if err := step(); err != nil {
 			return nil, err

@@ -164,6 +164,13 @@ func (r *Responder) HandlePacketIn(inPort uint32, data []byte) {
 	j := r.jobs.Get().(*job)
 	if err := frame.ParseQuery(data, &j.q); err != nil {
 		r.count(frame.Reason(err))
+		if r.cfg.InterceptAll {
+			// Captured by an intercept flow, perhaps: not ours to
+			// judge, so it goes on as it came.
+			j.frame = append(j.frame[:0], data...)
+			r.sendOn(j, inPort)
+			return
+		}
 		r.jobs.Put(j)
 		return
 	}
@@ -311,7 +318,12 @@ func (r *Responder) send(j *job, resp []byte) {
 // correct UDP checksum, and recycles j.
 func (r *Responder) reinject(j *job) {
 	frame.FixUDPChecksum(j.frame, &j.q)
-	if r.cfg.Reinject == nil || r.cfg.Reinject.Reinject(j.q.InPort, j.frame) != nil {
+	r.sendOn(j, j.q.InPort)
+}
+
+// sendOn re-injects j.frame as it came in on inPort and recycles j.
+func (r *Responder) sendOn(j *job, inPort uint32) {
+	if r.cfg.Reinject == nil || r.cfg.Reinject.Reinject(inPort, j.frame) != nil {
 		r.drop(j, reasonReinject)
 		return
 	}

@@ -282,3 +282,23 @@ func TestReplyChecksums(t *testing.T) {
 		t.Fatalf("reply addressing:\n%s", got)
 	}
 }
+
+// TestSpoofedSourceMAC: a query whose source MAC is not its port's
+// attached-mac (from OVSDB) is dropped; the port's own MAC is answered.
+func TestSpoofedSourceMAC(t *testing.T) {
+	e := newEnv(t, 1)
+	e.startDaemon(e.config([]string{e.upstream()}))
+	vm := e.vms[0]
+	if got := strings.TrimSpace(e.dig(vm, "@169.254.169.254", "www.example.test", "+short")); got != "192.0.2.10" {
+		t.Fatalf("before: got %q", got)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if out, err := vm.Command(ctx, "ip", "link", "set", "eth0", "address", "fa:16:3e:aa:bb:cc").CombinedOutput(); err != nil {
+		t.Fatalf("ip link: %v\n%s", err, out)
+	}
+	out, err := vm.Dig(ctx, "@169.254.169.254", "www.example.test", "+short", "+time=1", "+tries=1")
+	if err == nil && strings.Contains(out, "192.0.2.10") {
+		t.Fatalf("a spoofed source MAC was answered:\n%s", out)
+	}
+}
