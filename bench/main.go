@@ -46,6 +46,7 @@ type options struct {
 	flood       bool
 	floodConc   int
 	floodQ      int
+	victimRate  int
 	plot        string
 }
 
@@ -64,6 +65,7 @@ func main() {
 	flag.BoolVar(&o.flood, "flood", true, "run the flood case")
 	flag.IntVar(&o.floodConc, "flood-concurrency", 10, "outstanding queries of the measured VM in the flood case")
 	flag.IntVar(&o.floodQ, "flood-outstanding", 1000, "outstanding queries of the flooding VM")
+	flag.IntVar(&o.victimRate, "flood-victim-rate", 800, "queries/s of the measured VM in the flood case (within the default per-port limit of 1024)")
 	flag.StringVar(&o.plot, "plot", "docs/benchmarks.png", "PNG to write the plot to (empty: no plot)")
 	quick := flag.Bool("quick", false, "a small subset: hot and unique, 100 outstanding, one VM, no delay, the flood case; 1 round of 3 s")
 	flag.Parse()

@@ -90,10 +90,13 @@ type result struct {
 }
 
 // dnsperfArgs are the arguments of one dnsperf run.
-func dnsperfArgs(ep endpoint, file string, c int, duration time.Duration, verbose bool) []string {
+func dnsperfArgs(ep endpoint, file string, c, rate int, duration time.Duration, verbose bool) []string {
 	args := []string{"-s", ep.server, "-p", strconv.Itoa(int(ep.port)), "-d", file,
 		"-c", strconv.Itoa(min(c, 10)), "-q", strconv.Itoa(c),
 		"-l", strconv.Itoa(max(1, int(duration.Seconds()))), "-t", "2"}
+	if rate > 0 {
+		args = append(args, "-Q", strconv.Itoa(rate))
+	}
 	if verbose {
 		args = append(args, "-v")
 	}
@@ -102,10 +105,11 @@ func dnsperfArgs(ep endpoint, file string, c int, duration time.Duration, verbos
 
 // measure runs dnsperf in each of vms at once against ep, with c
 // outstanding queries each, and merges the results; flood, when not nil,
-// runs a flood from its VM around the measurement.
+// runs a flood from its VM around the measurement; rate, when positive,
+// caps each VM's queries per second (dnsperf -Q).
 // capacity is the number of lines of a file of unique names (0: no such
 // file); a VM that sent more has repeated names.
-func measure(vms []*lab.VM, ep endpoint, files []string, capacity, c int, duration time.Duration, flood *floodSpec) (result, error) {
+func measure(vms []*lab.VM, ep endpoint, files []string, capacity, c, rate int, duration time.Duration, flood *floodSpec) (result, error) {
 	cpu0, err := cpuTime(ep.pids)
 	if err != nil {
 		return result{}, err
@@ -119,7 +123,7 @@ func measure(vms []*lab.VM, ep endpoint, files []string, capacity, c int, durati
 			defer floodWG.Done()
 			ctx, cancel := context.WithTimeout(context.Background(), duration+30*time.Second)
 			defer cancel()
-			args := dnsperfArgs(ep, flood.file, flood.outstanding, duration+2*time.Second, false)
+			args := dnsperfArgs(ep, flood.file, flood.outstanding, 0, duration+2*time.Second, false)
 			floodOut, floodErr = flood.vm.Command(ctx, "dnsperf", args...).CombinedOutput()
 		}()
 		time.Sleep(time.Second)
@@ -133,7 +137,7 @@ func measure(vms []*lab.VM, ep endpoint, files []string, capacity, c int, durati
 			defer wg.Done()
 			ctx, cancel := context.WithTimeout(context.Background(), duration+30*time.Second)
 			defer cancel()
-			outs[i], errs[i] = vm.Command(ctx, "dnsperf", dnsperfArgs(ep, files[i], c, duration, true)...).Output()
+			outs[i], errs[i] = vm.Command(ctx, "dnsperf", dnsperfArgs(ep, files[i], c, rate, duration, true)...).Output()
 		}()
 	}
 	wg.Wait()

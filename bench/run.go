@@ -95,9 +95,13 @@ func runUnit(e *env, o options, unit []cell, seq int, hotFile string) ([]measure
 			vms := e.vms[:c.vms]
 			profile := profileBench
 			var flood *floodSpec
+			rate := 0
 			if c.kind != cellPlain {
+				// The measured VM asks at a steady rate within its
+				// port's share, alone and then beside the flood.
 				vms = e.vms[1:2]
 				profile = profileDefaults
+				rate = o.victimRate
 			}
 			files, capacity, err := queryFiles(e.lab.Dir, c.mix, tag, len(vms), o.duration)
 			if err != nil {
@@ -121,7 +125,7 @@ func runUnit(e *env, o options, unit []cell, seq int, hotFile string) ([]measure
 						return nil, fmt.Errorf("%s: %w", targetNames[t], err)
 					}
 				}
-				res, err := measure(vms, ep, files[:len(vms)], capacity, c.conc, o.duration, flood)
+				res, err := measure(vms, ep, files[:len(vms)], capacity, c.conc, rate, o.duration, flood)
 				if err != nil {
 					return nil, fmt.Errorf("%s, %s: %w", c.label(), targetNames[t], err)
 				}
