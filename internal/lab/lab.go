@@ -80,8 +80,10 @@ type Lab struct {
 	id      string // random hex shared by every name the lab creates
 	ownsDir bool
 
-	mu         sync.Mutex
-	closed     bool
+	mu     sync.Mutex
+	closed bool
+	// cleanups run first when the lab closes, last registered first.
+	cleanups   []func() error
 	namespaces []string // created, in creation order
 	ovsdb      daemon
 	vswitchd   daemon
@@ -295,6 +297,14 @@ func (l *Lab) addFlows(flows string) error {
 	return err
 }
 
+// onClose registers f to run when the lab closes, before its processes
+// are ended (a service that stops its own children, say).
+func (l *Lab) onClose(f func() error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.cleanups = append(l.cleanups, f)
+}
+
 // Close stops every process the lab started (daemons, unbound, then
 // ovs-vswitchd and ovsdb-server; SIGTERM, SIGKILL after a timeout),
 // deletes the namespaces it created (with their veths) and removes Dir
@@ -309,9 +319,15 @@ func (l *Lab) Close() error {
 	l.closed = true
 	procs, namespaces := l.procs, l.namespaces
 	vswitchd, ovsdb := l.vswitchd, l.ovsdb
+	cleanups := l.cleanups
 	l.mu.Unlock()
 
 	var errs []error
+	for i := len(cleanups) - 1; i >= 0; i-- {
+		if err := cleanups[i](); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	for i := len(procs) - 1; i >= 0; i-- {
 		if err := procs[i].terminate(); err != nil {
 			errs = append(errs, err)
