@@ -43,6 +43,34 @@ type Request struct {
 	// the service addresses (intercept_all_dns): only local names are
 	// answered; anything else goes on to where the VM sent it.
 	Intercepted bool
+	// Source is set by the step that answered: local, cache or upstream.
+	Source Source
+}
+
+// Source is the step of the chain an answer came from, for metrics and
+// the query log.
+type Source uint8
+
+// The steps that answer; SourceNone is a query answered with an error
+// (SERVFAIL, FORMERR, ...) or not at all.
+const (
+	SourceNone Source = iota
+	SourceLocal
+	SourceCache
+	SourceUpstream
+)
+
+// String returns "local", "cache", "upstream" or "error".
+func (s Source) String() string {
+	switch s {
+	case SourceLocal:
+		return "local"
+	case SourceCache:
+		return "cache"
+	case SourceUpstream:
+		return "upstream"
+	}
+	return "error"
 }
 
 // ErrNotLocal is what the chain returns for an intercepted query (one the

@@ -99,6 +99,11 @@ type Config struct {
 	// checksum).
 	InterceptAll bool
 	Reinject     Reinjector
+	// Observe, when set, is called for every answer sent, with the
+	// request (its Source tells where the answer came from), the answer's
+	// rcode and the time since the packet-in: for metrics and the query
+	// log. It runs on the answering goroutine and must not block.
+	Observe func(r *resolver.Request, rcode int, d time.Duration)
 	// Logger receives events; never one line per query above Debug.
 	Logger *slog.Logger
 }
@@ -153,6 +158,7 @@ type job struct {
 	// unchanged when the chain does not answer it; q.Payload aliases it.
 	frame       []byte
 	intercepted bool
+	start       time.Time // the packet-in's arrival, when Observe is set
 	resp        []byte // the answer
 	fit         []byte // the answer fitted to the client
 	out         []byte // the reply frame
@@ -203,6 +209,9 @@ func (r *Responder) HandlePacketIn(inPort uint32, data []byte) {
 		j.q.InPort = inPort
 	}
 	r.count("queries")
+	if r.cfg.Observe != nil {
+		j.start = time.Now()
+	}
 	// The packet-in buffer is reused by the read loop: take the DNS
 	// message out before parsing, so every slice of the parse aliases the
 	// copy.
@@ -289,6 +298,7 @@ func (r *Responder) answer(j *job, resp []byte) {
 // replyError answers the job's query with rcode, counting it under name.
 func (r *Responder) replyError(j *job, rcode int, name string) {
 	r.count(name)
+	j.req.Source = resolver.SourceNone
 	j.resp = dnswire.AppendError(j.resp[:0], j.msg, &j.req.Query, rcode)
 	r.send(j, j.resp)
 }
@@ -311,6 +321,10 @@ func (r *Responder) send(j *job, resp []byte) {
 		return
 	}
 	r.count("answers")
+	if r.cfg.Observe != nil {
+		rcode, _ := dnswire.Rcode(fitted)
+		r.cfg.Observe(&j.req, rcode, time.Since(j.start))
+	}
 	r.jobs.Put(j)
 }
 

@@ -449,3 +449,35 @@ func TestImmediate(t *testing.T) {
 		t.Errorf("slow path calls %d", h.slow.Load())
 	}
 }
+
+func TestObserve(t *testing.T) {
+	type seen struct {
+		name   string
+		source resolver.Source
+		rcode  int
+	}
+	got := make(chan seen, 4)
+	h := resolver.HandlerFunc(func(ctx context.Context, r *resolver.Request, dst []byte) ([]byte, error) {
+		if string(r.Query.Name) == "\x04fail\x00" {
+			return nil, errors.New("upstreams down")
+		}
+		r.Source = resolver.SourceUpstream
+		return answering(1)(ctx, r, dst)
+	})
+	s := newSender()
+	r := New(Config{Services: []netip.AddrPort{service4}, Handler: h, Out: s, MaxInflight: 10, MaxUDPSize: 1232, MTU: 1500,
+		Observe: func(r *resolver.Request, rcode int, d time.Duration) {
+			if d <= 0 {
+				t.Errorf("duration %v", d)
+			}
+			got <- seen{string(r.Query.Name), r.Source, rcode}
+		}})
+	r.HandlePacketIn(1, requestFrame(t, vm4, service4, query(t, "ok.", dns.TypeA, 0)))
+	if g := <-got; g.source != resolver.SourceUpstream || g.rcode != dns.RcodeSuccess {
+		t.Errorf("answer: %+v", g)
+	}
+	r.HandlePacketIn(1, requestFrame(t, vm4, service4, query(t, "fail.", dns.TypeA, 0)))
+	if g := <-got; g.source != resolver.SourceNone || g.rcode != dns.RcodeServerFailure || g.source.String() != "error" {
+		t.Errorf("error answer: %+v", g)
+	}
+}

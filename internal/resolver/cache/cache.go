@@ -312,6 +312,7 @@ func (c *Cache) fresh(sh *shard, h uint64, key []byte, now time.Time) (*entry, t
 // released, and starts the prefetch pf if there is one.
 func (c *Cache) answerHit(r *resolver.Request, dst []byte, sh *shard, h uint64, e *entry, left time.Duration, pf *flight) []byte {
 	sh.hits.Add(1)
+	r.Source = resolver.SourceCache
 	dst = appendEntry(dst, e, seconds(left), r.Query.ID)
 	if pf != nil {
 		c.prefetch(r, sh, h, pf)
@@ -367,9 +368,11 @@ func (c *Cache) orStale(r *resolver.Request, dst []byte, sh *shard, key []byte, 
 	sh.mu.Unlock()
 	switch {
 	case left > 0:
+		r.Source = resolver.SourceCache
 		return appendEntry(dst, e, seconds(left), r.Query.ID), nil
 	case -left <= c.cfg.StaleTTL:
 		sh.stale.Add(1)
+		r.Source = resolver.SourceCache
 		return appendEntry(dst, e, c.staleTTL, r.Query.ID), nil
 	}
 	return out, err

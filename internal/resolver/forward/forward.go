@@ -102,6 +102,10 @@ type Config struct {
 	ProbeInterval time.Duration
 	// Logger receives the servers' state changes; nil discards them.
 	Logger *slog.Logger
+	// Observe, when set, is called after every exchange of a query with a
+	// server (probes excepted), with its round trip or its error (for
+	// metrics); it must not block.
+	Observe func(server netip.AddrPort, rtt time.Duration, err error)
 }
 
 // Forward sends queries to upstream servers. It implements resolver.Handler
@@ -112,6 +116,7 @@ type Forward struct {
 	timeout       time.Duration
 	probeInterval time.Duration
 	logger        *slog.Logger
+	observe       func(netip.AddrPort, time.Duration, error)
 
 	servers []*server     // every distinct server, default ones first
 	sets    []*set        // 0: the default servers, i+1: Config.Zones[i]
@@ -169,6 +174,7 @@ func New(client *upstream.Client, cfg Config) (*Forward, error) {
 		timeout:       cfg.Timeout,
 		probeInterval: cfg.ProbeInterval,
 		logger:        cfg.Logger,
+		observe:       cfg.Observe,
 	}
 	if f.timeout == 0 {
 		f.timeout = client.Timeout()
@@ -324,6 +330,9 @@ func (f *Forward) ServeDNS(ctx context.Context, r *resolver.Request, dst []byte)
 		start := len(dst)
 		sent := time.Now()
 		out, err := f.client.Exchange(ctx, s.addr, f.timeout, r.Msg, &r.Query, dst)
+		if f.observe != nil {
+			f.observe(s.addr, time.Since(sent), err)
+		}
 		if err == nil {
 			f.replied(s, time.Since(sent))
 			err = judge(out[start:])
@@ -331,6 +340,7 @@ func (f *Forward) ServeDNS(ctx context.Context, r *resolver.Request, dst []byte)
 				// A good answer: it replaces any fallback before it.
 				n := copy(out[base:], out[start:])
 				f.stats.answered.Add(1)
+				r.Source = resolver.SourceUpstream
 				return out[:base+n], nil
 			}
 			if errors.Is(err, errServFail) || errors.Is(err, errRefused) {
@@ -351,6 +361,7 @@ func (f *Forward) ServeDNS(ctx context.Context, r *resolver.Request, dst []byte)
 	}
 	if fallback {
 		f.stats.answered.Add(1)
+		r.Source = resolver.SourceUpstream
 		return dst, nil
 	}
 	f.stats.failed.Add(1)

@@ -146,6 +146,7 @@ func (l *Local) Stats() map[string]uint64 {
 // ServeDNS answers r from the records of r.Network, or passes it on.
 func (l *Local) ServeDNS(ctx context.Context, r *resolver.Request, dst []byte) ([]byte, error) {
 	if out, ok := l.answer(r, dst); ok {
+		r.Source = resolver.SourceLocal
 		return out, nil
 	}
 	return l.pass(ctx, r, dst)
@@ -156,6 +157,7 @@ func (l *Local) ServeDNS(ctx context.Context, r *resolver.Request, dst []byte) (
 // (resolver.Immediate).
 func (l *Local) ServeImmediate(r *resolver.Request, dst []byte) ([]byte, bool) {
 	if out, ok := l.answer(r, dst); ok {
+		r.Source = resolver.SourceLocal
 		return out, true
 	}
 	if im, ok := l.next.(resolver.Immediate); ok && !r.Intercepted {
