@@ -159,9 +159,9 @@ type job struct {
 	frame       []byte
 	intercepted bool
 	start       time.Time // the packet-in's arrival, when Observe is set
-	resp        []byte // the answer
-	fit         []byte // the answer fitted to the client
-	out         []byte // the reply frame
+	resp        []byte    // the answer
+	fit         []byte    // the answer fitted to the client
+	out         []byte    // the reply frame
 }
 
 // HandlePacketIn handles one captured frame from OpenFlow port inPort. It
