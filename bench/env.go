@@ -199,8 +199,8 @@ func (e *env) prepare(kind string, delay time.Duration, profile daemonProfile) (
 // daemonConfig is the daemon's configuration file for an upstream and a
 // profile.
 func (e *env) daemonConfig(up netip.AddrPort, profile daemonProfile) string {
-	conf := fmt.Sprintf("[ovs]\nintegration_bridge = %s\n[dns_forwarder]\nopenflow_connection = %s\nupstream_dns_server_ports = %s\ncache_size = 10000\n",
-		e.lab.Bridge, e.lab.MgmtTarget(), up)
+	conf := fmt.Sprintf("[ovs]\nintegration_bridge = %s\n[dns_forwarder]\nopenflow_connection = %s\ncontrol_socket = %s/control.sock\nupstream_dns_server_ports = %s\ncache_size = 10000\n",
+		e.lab.Bridge, e.lab.MgmtTarget(), e.lab.Dir, up)
 	if profile == profileBench {
 		// Throughput runs lift the per-port limits (meters included) that
 		// would otherwise cap one VM at about 1000 queries/s.

@@ -80,10 +80,11 @@ integration_bridge = %s
 
 [dns_forwarder]
 openflow_connection = %s
+control_socket = %s/control.sock
 upstream_dns_servers = 127.0.0.1
 upstream_dns_port = %d
 upstream_query_timeout = 2
-`, l.Bridge, l.MgmtTarget(), up.Port)
+`, l.Bridge, l.MgmtTarget(), l.Dir, up.Port)
 	step("starting ovs-dns-forwarder")
 	p, err := l.StartDaemon(daemon, "ovs-dns-forwarder", cfg)
 	if err != nil {

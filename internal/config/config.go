@@ -171,6 +171,17 @@ type Config struct {
 	// InterceptAllDNS captures DNS from VM ports to any destination too:
 	// local names are answered, the rest goes on unchanged.
 	InterceptAllDNS bool
+
+	// MetricsListen is where /metrics, /healthz and /readyz are served
+	// (HOST:PORT); "" disables them.
+	MetricsListen string
+	// ControlSocket is the unix socket of `status` and `flush-cache`; ""
+	// disables it.
+	ControlSocket string
+	// QueryLog logs one line per query, for a QueryLogSampleRate share of
+	// them.
+	QueryLog           bool
+	QueryLogSampleRate float64
 }
 
 // Defaults returns the configuration used when no file sets anything.
@@ -205,6 +216,9 @@ func Defaults() *Config {
 		RecordsResyncInterval:    60 * time.Second,
 		LocalTTL:                 30,
 		LocalDomainAuthoritative: true,
+		MetricsListen:            DefaultMetricsListen,
+		ControlSocket:            DefaultControlSocket,
+		QueryLogSampleRate:       1,
 	}
 }
 
@@ -342,6 +356,7 @@ func (s settings) config() (*Config, error) {
 	)
 	steps = append(steps, s.resolverSteps(c)...)
 	steps = append(steps, s.namesSteps(c)...)
+	steps = append(steps, s.opsSteps(c)...)
 	for _, step := range steps {
 		if err := step(); err != nil {
 			return nil, err

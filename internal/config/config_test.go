@@ -65,6 +65,9 @@ func TestDefaults(t *testing.T) {
 		RecordsResyncInterval:    time.Minute,
 		LocalTTL:                 30,
 		LocalDomainAuthoritative: true,
+		MetricsListen:            "127.0.0.1:9553",
+		ControlSocket:            "/run/ovs-dns-forwarder/control.sock",
+		QueryLogSampleRate:       1,
 	}
 	if got := Defaults(); !reflect.DeepEqual(got, want) {
 		t.Fatalf("Defaults() = %+v, want %+v", got, want)

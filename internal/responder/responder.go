@@ -134,7 +134,13 @@ type Responder struct {
 	inflight atomic.Int64
 	jobs     sync.Pool
 	counters map[string]*atomic.Uint64
+	// limiter holds the current per-port limiter (nil inside: none);
+	// SetLimiter swaps it on a configuration reload.
+	limiter atomic.Pointer[limiterBox]
 }
+
+// limiterBox lets an interface value live in an atomic.Pointer.
+type limiterBox struct{ l Limiter }
 
 // New returns a Responder for cfg.
 func New(cfg Config) *Responder {
@@ -146,6 +152,7 @@ func New(cfg Config) *Responder {
 		r.counters[name] = new(atomic.Uint64)
 	}
 	r.jobs.New = func() any { return new(job) }
+	r.SetLimiter(cfg.Limiter)
 	return r
 }
 
@@ -186,7 +193,7 @@ func (r *Responder) HandlePacketIn(inPort uint32, data []byte) {
 		r.drop(j, reasonNotService)
 		return
 	}
-	if r.cfg.Limiter != nil && !r.cfg.Limiter.Allow(inPort, time.Now()) {
+	if l := r.limiter.Load().l; l != nil && !l.Allow(inPort, time.Now()) {
 		r.drop(j, reasonRateLimited)
 		return
 	}
@@ -367,6 +374,10 @@ func (r *Responder) count(name string) {
 	}
 	c.Add(1)
 }
+
+// SetLimiter replaces the per-port limiter (nil: no limit); queries
+// already past it are not affected.
+func (r *Responder) SetLimiter(l Limiter) { r.limiter.Store(&limiterBox{l}) }
 
 // Inflight returns the number of queries being resolved now.
 func (r *Responder) Inflight() int64 { return r.inflight.Load() }

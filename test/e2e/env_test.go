@@ -91,10 +91,11 @@ ovsdb_connection = unix:%s/db.sock
 
 [dns_forwarder]
 openflow_connection = %s
+control_socket = %s/control.sock
 upstream_dns_server_ports = %s
 upstream_dns_query_timeout = 1
 %s
-`, e.lab.Bridge, e.lab.RunDir, e.lab.MgmtTarget(), strings.Join(upstreams, ", "), strings.Join(extra, "\n"))
+`, e.lab.Bridge, e.lab.RunDir, e.lab.MgmtTarget(), e.lab.Dir, strings.Join(upstreams, ", "), strings.Join(extra, "\n"))
 }
 
 // startDaemon starts the daemon with cfg and waits until its flows are on

@@ -104,8 +104,8 @@ func must(t *testing.T, err error) {
 // [ovs], [DEFAULT] dns_domain and [neutron]) after ours.
 func (e *neutronEnv) startNamesDaemon(name string, extra ...string) *lab.Process {
 	e.t.Helper()
-	cfg := fmt.Sprintf("[dns_forwarder]\nopenflow_connection = %s\nupstream_dns_server_ports = %s\nupstream_dns_query_timeout = 1\nrecords_resync_interval = 2\n%s\n",
-		e.lab.MgmtTarget(), e.upstream(), strings.Join(extra, "\n"))
+	cfg := fmt.Sprintf("[dns_forwarder]\nopenflow_connection = %s\ncontrol_socket = %s/%s.sock\nupstream_dns_server_ports = %s\nupstream_dns_query_timeout = 1\nrecords_resync_interval = 2\n%s\n",
+		e.lab.MgmtTarget(), e.lab.Dir, name, e.upstream(), strings.Join(extra, "\n"))
 	var args []string
 	for _, f := range e.neutron.AgentConfigFiles {
 		args = append(args, "--config-file", f)
