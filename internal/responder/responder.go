@@ -298,9 +298,16 @@ func (r *Responder) answer(j *job, resp []byte) {
 		r.replyError(j, dns.RcodeServerFailure, "servfail_bad_answer")
 		return
 	}
+	if j.req.Source != resolver.SourceLocal && len(resp) > 2 {
+		// We are not the authority for what we forward or cache.
+		resp[2] &^= flagAA
+	}
 	j.resp = resp
 	r.send(j, resp)
 }
+
+// flagAA is the AA bit in the third byte of a DNS header.
+const flagAA = 0x04
 
 // replyError answers the job's query with rcode, counting it under name.
 func (r *Responder) replyError(j *job, rcode int, name string) {

@@ -481,3 +481,28 @@ func TestObserve(t *testing.T) {
 		t.Errorf("error answer: %+v", g)
 	}
 }
+
+func TestAAClearedOnForwarded(t *testing.T) {
+	for _, local := range []bool{false, true} {
+		h := resolver.HandlerFunc(func(ctx context.Context, r *resolver.Request, dst []byte) ([]byte, error) {
+			req := new(dns.Msg)
+			if err := req.Unpack(r.Msg); err != nil {
+				return nil, err
+			}
+			m := new(dns.Msg)
+			m.SetReply(req)
+			m.Authoritative = true
+			if local {
+				r.Source = resolver.SourceLocal
+			} else {
+				r.Source = resolver.SourceUpstream
+			}
+			return m.PackBuffer(dst)
+		})
+		s := newSender()
+		newResponder(h, s).HandlePacketIn(1, requestFrame(t, vm4, service4, query(t, "a.", dns.TypeA, 0)))
+		if p := s.next(t); p.msg.Authoritative != local {
+			t.Errorf("local %v: AA %v", local, p.msg.Authoritative)
+		}
+	}
+}
