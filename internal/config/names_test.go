@@ -1,18 +1,12 @@
 package config
 
 import (
-	"reflect"
 	"testing"
 	"time"
 )
 
 func TestNamesOptions(t *testing.T) {
-	cases := []struct {
-		name string
-		ini  string
-		want func(c *Config)
-		err  string
-	}{
+	runOptionCases(t, "", []optionCase{
 		{"domain and ovsdb", "[DEFAULT]\ndns_domain = Cloud.Example.\n[ovs]\novsdb_connection = unix:/run/openvswitch/db.sock\n", func(c *Config) {
 			c.DNSDomain, c.OVSDBConnection = "cloud.example.", "unix:/run/openvswitch/db.sock"
 		}, ""},
@@ -46,24 +40,5 @@ func TestNamesOptions(t *testing.T) {
 			`config file t.ini:2: invalid value "ptcp:6640" for option [ovs] ovsdb_connection: want unix:PATH or tcp:HOST:PORT`},
 		{"resync zero", "[dns_forwarder]\nrecords_resync_interval = 0\n", nil,
 			`config file t.ini:2: invalid value "0" for option [dns_forwarder] records_resync_interval: out of range (want 1 to 604800)`},
-	}
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			got, err := parse(tc.ini)
-			if tc.err != "" {
-				if err == nil || err.Error() != tc.err {
-					t.Fatalf("error\n got: %v\nwant: %s", err, tc.err)
-				}
-				return
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
-			want := Defaults()
-			tc.want(want)
-			if !reflect.DeepEqual(got, want) {
-				t.Fatalf("got  %+v\nwant %+v", got, want)
-			}
-		})
-	}
+	})
 }

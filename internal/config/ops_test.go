@@ -1,17 +1,11 @@
 package config
 
 import (
-	"reflect"
 	"testing"
 )
 
 func TestOpsOptions(t *testing.T) {
-	cases := []struct {
-		name string
-		ini  string
-		want func(c *Config)
-		err  string
-	}{
+	runOptionCases(t, "[dns_forwarder]\n", []optionCase{
 		{"set", "metrics_listen = [::1]:9100\ncontrol_socket = /tmp/odf.sock\nquery_log = true\nquery_log_sample_rate = 0.01\n", func(c *Config) {
 			c.MetricsListen, c.ControlSocket, c.QueryLog, c.QueryLogSampleRate = "[::1]:9100", "/tmp/odf.sock", true, 0.01
 		}, ""},
@@ -20,24 +14,5 @@ func TestOpsOptions(t *testing.T) {
 			`config file t.ini:2: invalid value "9100" for option [dns_forwarder] metrics_listen: want HOST:PORT ([ADDR]:PORT for IPv6), or empty to disable`},
 		{"bad rate", "query_log_sample_rate = 0\n", nil,
 			`config file t.ini:2: invalid value "0" for option [dns_forwarder] query_log_sample_rate: want a number above 0 and at most 1`},
-	}
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			got, err := parse("[dns_forwarder]\n" + tc.ini)
-			if tc.err != "" {
-				if err == nil || err.Error() != tc.err {
-					t.Fatalf("error\n got: %v\nwant: %s", err, tc.err)
-				}
-				return
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
-			want := Defaults()
-			tc.want(want)
-			if !reflect.DeepEqual(got, want) {
-				t.Fatalf("got  %+v\nwant %+v", got, want)
-			}
-		})
-	}
+	})
 }

@@ -9,12 +9,7 @@ import (
 )
 
 func TestResolverOptions(t *testing.T) {
-	cases := []struct {
-		name string
-		ini  string
-		want func(c *Config)
-		err  string
-	}{
+	runOptionCases(t, "[dns_forwarder]\n", []optionCase{
 		{"cache", "cache_size = 0\ncache_min_ttl = 5\ncache_max_ttl = 600\ncache_negative_ttl = 30\n", func(c *Config) {
 			c.CacheSize, c.CacheMinTTL, c.CacheMaxTTL, c.CacheNegativeTTL = 0, 5*time.Second, 10*time.Minute, 30*time.Second
 		}, ""},
@@ -52,10 +47,24 @@ func TestResolverOptions(t *testing.T) {
 			`config file t.ini:2: invalid value "sometimes" for option [dns_forwarder] serve_stale: not a boolean (want true/false, yes/no, on/off or 1/0)`},
 		{"burst zero", "port_rate_burst = 0\n", nil,
 			`config file t.ini:2: invalid value "0" for option [dns_forwarder] port_rate_burst: out of range (want 1 to 16777216)`},
-	}
+	})
+}
+
+// optionCase is one configuration text and what it must give: the
+// defaults changed by want, or the error message err.
+type optionCase struct {
+	name string
+	ini  string
+	want func(c *Config)
+	err  string
+}
+
+// runOptionCases checks each case, its ini prefixed with prefix.
+func runOptionCases(t *testing.T, prefix string, cases []optionCase) {
+	t.Helper()
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			got, err := parse("[dns_forwarder]\n" + tc.ini)
+			got, err := parse(prefix + tc.ini)
 			if tc.err != "" {
 				if err == nil || err.Error() != tc.err {
 					t.Fatalf("error\n got: %v\nwant: %s", err, tc.err)

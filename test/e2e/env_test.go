@@ -102,7 +102,16 @@ upstream_dns_query_timeout = 1
 // the bridge.
 func (e *env) startDaemon(cfg string) *lab.Process {
 	e.t.Helper()
-	p, err := e.lab.StartDaemon(daemonBinary, "ovs-dns-forwarder", cfg)
+	p := e.launch("ovs-dns-forwarder", cfg)
+	e.waitFlows(e.wantFlows(), 10*time.Second)
+	return p
+}
+
+// launch starts the daemon as name with cfg and the extra arguments; it is
+// stopped at the end of the test, and its log shown if the test failed.
+func (e *env) launch(name, cfg string, args ...string) *lab.Process {
+	e.t.Helper()
+	p, err := e.lab.StartDaemon(daemonBinary, name, cfg, args...)
 	if err != nil {
 		e.t.Fatalf("daemon: %v", err)
 	}
@@ -114,7 +123,6 @@ func (e *env) startDaemon(cfg string) *lab.Process {
 			}
 		}
 	})
-	e.waitFlows(e.wantFlows(), 10*time.Second)
 	return p
 }
 

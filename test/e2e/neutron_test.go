@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"os"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -110,18 +109,7 @@ func (e *neutronEnv) startNamesDaemon(name string, extra ...string) *lab.Process
 	for _, f := range e.neutron.AgentConfigFiles {
 		args = append(args, "--config-file", f)
 	}
-	p, err := e.lab.StartDaemon(daemonBinary, name, cfg, args...)
-	if err != nil {
-		e.t.Fatalf("daemon: %v", err)
-	}
-	e.t.Cleanup(func() {
-		_ = p.Stop()
-		if e.t.Failed() {
-			if log, err := os.ReadFile(p.LogPath); err == nil {
-				e.t.Logf("daemon log:\n%s", log)
-			}
-		}
-	})
+	p := e.launch(name, cfg, args...)
 	// The names are served within seconds of start.
 	e.eventually(10*time.Second, e.vm["beta"], "alpha.cloud.test", "A", e.ports["alpha"].IPs[0].String())
 	return p
