@@ -124,21 +124,7 @@ func (n *Neutron) plugVM(vm *VM, port Port) error {
 	if err != nil {
 		return err
 	}
-	if err := l.addNamespace(vm.NetNS); err != nil {
-		return err
-	}
-	err = ip("-n", l.NetNS, "link", "add", vm.veth, "type", "veth",
-		"peer", "name", "eth0", "address", vm.MAC.String(), "netns", vm.NetNS)
-	if err != nil {
-		return err
-	}
-	if _, err := inNS(l.NetNS, nil, "ethtool", "-K", vm.veth, "tx", "off"); err != nil {
-		return err
-	}
-	if err := ip("-n", l.NetNS, "link", "set", vm.veth, "up"); err != nil {
-		return err
-	}
-	if _, err := inNS(vm.NetNS, nil, "ethtool", "-K", "eth0", "tx", "off"); err != nil {
+	if err := l.wireVM(vm); err != nil {
 		return err
 	}
 	if _, err := run(cmdTimeout, nil, strings.Join(cmds, "\n")+"\n", "ip", "-n", vm.NetNS, "-batch", "-"); err != nil {

@@ -4,11 +4,9 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"time"
 )
 
 // Zone is a static zone unbound serves from memory.
@@ -52,34 +50,7 @@ func (l *Lab) StartUnbound(zones ...Zone) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("lab: unbound: %w", err)
 	}
-	if err := os.WriteFile(base+".conf", []byte(conf), 0o644); err != nil {
-		return nil, fmt.Errorf("lab: unbound: %w", err)
-	}
-	if _, err := run(cmdTimeout, nil, "", "unbound-checkconf", base+".conf"); err != nil {
-		return nil, fmt.Errorf("lab: unbound: %w", err)
-	}
-	p, err := l.startProcess("unbound", base+".out", "unbound", "-d", "-c", base+".conf")
-	if err != nil {
-		return nil, fmt.Errorf("lab: unbound: %w", err)
-	}
-	s := &Server{Port: port, PID: p.PID, LogPath: base + ".log", proc: p}
-	err = poll(10*time.Second, fmt.Sprintf("unbound on port %d", port), func() (bool, error) {
-		select {
-		case <-p.done:
-			return false, errors.New("unbound exited")
-		default:
-		}
-		_, err := inNS(l.NetNS, nil, "dig", "@127.0.0.1", "-p", strconv.Itoa(int(port)),
-			"+time=1", "+tries=1", ".", "SOA")
-		return err == nil, err
-	})
-	if err != nil {
-		stopErr := p.terminate()
-		out, _ := os.ReadFile(base + ".out")
-		log, _ := os.ReadFile(s.LogPath)
-		return nil, errors.Join(fmt.Errorf("lab: unbound: %w\n%s%s", err, out, log), stopErr)
-	}
-	return s, nil
+	return l.startUnboundConfig(base, port, conf)
 }
 
 // unboundConfig renders the configuration of an unbound whose files start

@@ -87,8 +87,10 @@ func (l *Lab) AddVM(name string) (*VM, error) {
 	return vm, nil
 }
 
-// plugVM does AddVM's work for vm.
-func (l *Lab) plugVM(vm *VM) error {
+// wireVM creates vm's namespace and its veth pair: eth0 (with vm's MAC)
+// inside, vm.veth in the lab's namespace, up, both with TX checksum
+// offload off (else captured UDP checksums are partial).
+func (l *Lab) wireVM(vm *VM) error {
 	if err := l.addNamespace(vm.NetNS); err != nil {
 		return err
 	}
@@ -103,7 +105,13 @@ func (l *Lab) plugVM(vm *VM) error {
 	if err := ip("-n", l.NetNS, "link", "set", vm.veth, "up"); err != nil {
 		return err
 	}
-	if _, err := inNS(vm.NetNS, nil, "ethtool", "-K", "eth0", "tx", "off"); err != nil {
+	_, err = inNS(vm.NetNS, nil, "ethtool", "-K", "eth0", "tx", "off")
+	return err
+}
+
+// plugVM does AddVM's work for vm.
+func (l *Lab) plugVM(vm *VM) error {
+	if err := l.wireVM(vm); err != nil {
 		return err
 	}
 	gw := l.GatewayMAC.String()
@@ -119,7 +127,7 @@ func (l *Lab) plugVM(vm *VM) error {
 	if _, err := run(cmdTimeout, nil, batch, "ip", "-n", vm.NetNS, "-batch", "-"); err != nil {
 		return err
 	}
-	_, err = l.Vsctl("add-port", l.Bridge, vm.veth, "--", "set", "Interface", vm.veth,
+	_, err := l.Vsctl("add-port", l.Bridge, vm.veth, "--", "set", "Interface", vm.veth,
 		"external_ids:iface-id="+vm.PortID,
 		"external_ids:attached-mac="+vm.MAC.String(),
 		"external_ids:iface-status=active")
