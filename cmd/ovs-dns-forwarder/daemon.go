@@ -434,6 +434,7 @@ func (d *daemon) reload() {
 			}
 			running.UpstreamServers, running.UpstreamTimeout = next.UpstreamServers, next.UpstreamTimeout
 			running.UpstreamPolicy, running.ForwardZones = next.UpstreamPolicy, next.ForwardZones
+			d.resp.SetDeadline(queryDeadline(next))
 		}
 	}
 	d.cfg = &running

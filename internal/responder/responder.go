@@ -137,6 +137,8 @@ type Responder struct {
 	// limiter holds the current per-port limiter (nil inside: none);
 	// SetLimiter swaps it on a configuration reload.
 	limiter atomic.Pointer[limiterBox]
+	// deadline is Config.Deadline, as SetDeadline last changed it.
+	deadline atomic.Int64
 }
 
 // limiterBox lets an interface value live in an atomic.Pointer.
@@ -153,6 +155,7 @@ func New(cfg Config) *Responder {
 	}
 	r.jobs.New = func() any { return new(job) }
 	r.SetLimiter(cfg.Limiter)
+	r.SetDeadline(cfg.Deadline)
 	return r
 }
 
@@ -271,9 +274,9 @@ func (r *Responder) HandlePacketIn(inPort uint32, data []byte) {
 func (r *Responder) serve(j *job) {
 	defer r.inflight.Add(-1)
 	ctx := context.Background()
-	if r.cfg.Deadline > 0 {
+	if d := time.Duration(r.deadline.Load()); d > 0 {
 		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, r.cfg.Deadline)
+		ctx, cancel = context.WithTimeout(ctx, d)
 		defer cancel()
 	}
 	resp, err := r.cfg.Handler.ServeDNS(ctx, &j.req, j.resp[:0])
@@ -381,6 +384,10 @@ func (r *Responder) count(name string) {
 	}
 	c.Add(1)
 }
+
+// SetDeadline replaces the time the handler may take for one query (0:
+// no bound), for the queries that start after it.
+func (r *Responder) SetDeadline(d time.Duration) { r.deadline.Store(int64(d)) }
 
 // SetLimiter replaces the per-port limiter (nil: no limit); queries
 // already past it are not affected.

@@ -506,3 +506,22 @@ func TestAAClearedOnForwarded(t *testing.T) {
 		}
 	}
 }
+
+func TestSetDeadline(t *testing.T) {
+	gotDeadline := make(chan bool, 2)
+	h := resolver.HandlerFunc(func(ctx context.Context, r *resolver.Request, dst []byte) ([]byte, error) {
+		_, ok := ctx.Deadline()
+		gotDeadline <- ok
+		return answering(1)(ctx, r, dst)
+	})
+	s := newSender()
+	r := New(Config{Services: []netip.AddrPort{service4}, Handler: h, Out: s, MaxInflight: 10, MaxUDPSize: 1232, MTU: 1500})
+	r.HandlePacketIn(1, requestFrame(t, vm4, service4, query(t, "a.", dns.TypeA, 0)))
+	s.next(t)
+	r.SetDeadline(time.Second)
+	r.HandlePacketIn(1, requestFrame(t, vm4, service4, query(t, "b.", dns.TypeA, 0)))
+	s.next(t)
+	if first, second := <-gotDeadline, <-gotDeadline; first || !second {
+		t.Errorf("deadline before and after SetDeadline: %v, %v", first, second)
+	}
+}
