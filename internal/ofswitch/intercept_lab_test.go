@@ -174,22 +174,7 @@ func TestRealOVSInterceptAll(t *testing.T) {
 	if testing.Short() {
 		t.Skip("slow: real Open vSwitch")
 	}
-	if err := lab.EnsurePackages(); err != nil {
-		t.Fatal(err)
-	}
-	l, err := lab.Start(lab.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = l.Close() })
-	vm1, err := l.AddVM("vm1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	vm2, err := l.AddVM("vm2")
-	if err != nil {
-		t.Fatal(err)
-	}
+	l, vm1, vm2 := twoVMLab(t)
 	outside := startOutsideResolver(t, l)
 
 	const cookie = 0x444e53

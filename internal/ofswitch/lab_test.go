@@ -93,22 +93,7 @@ func TestRealOVSPortMeters(t *testing.T) {
 	if testing.Short() {
 		t.Skip("slow: a flood on real Open vSwitch")
 	}
-	if err := lab.EnsurePackages(); err != nil {
-		t.Fatal(err)
-	}
-	l, err := lab.Start(lab.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = l.Close() })
-	vm1, err := l.AddVM("vm1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	vm2, err := l.AddVM("vm2")
-	if err != nil {
-		t.Fatal(err)
-	}
+	l, vm1, vm2 := twoVMLab(t)
 	const cookie = 0x444e53
 	spec := pipeline.Spec{Table: 60, Priority: 102, Cookie: cookie, ControllerID: 53,
 		Services: []netip.AddrPort{netip.MustParseAddrPort("169.254.169.254:53")}}
@@ -219,4 +204,26 @@ func TestRealOVSPortMeters(t *testing.T) {
 		t.Errorf("left behind: flows %v, meters %s", flows, out)
 	}
 	t.Logf("stats %v", sw.Stats())
+}
+
+// twoVMLab starts a lab with two VMs, closed when the test ends.
+func twoVMLab(t *testing.T) (*lab.Lab, *lab.VM, *lab.VM) {
+	t.Helper()
+	if err := lab.EnsurePackages(); err != nil {
+		t.Fatal(err)
+	}
+	l, err := lab.Start(lab.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = l.Close() })
+	vm1, err := l.AddVM("vm1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	vm2, err := l.AddVM("vm2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l, vm1, vm2
 }

@@ -496,6 +496,17 @@ func start(t *testing.T, f *fakeSwitch, onPacketIn func(uint32, []byte), tweaks 
 	return started{sw: sw, cancel: stop}
 }
 
+// startConnected starts a session with f, answers its handshake and waits
+// until it is connected.
+func startConnected(t *testing.T, f *fakeSwitch, onPacketIn func(uint32, []byte)) started {
+	t.Helper()
+	s := start(t, f, onPacketIn)
+	f.waitConn(t)
+	expectHandshake(t, f)
+	waitFor(t, "connected", s.sw.Connected)
+	return s
+}
+
 // expectHandshake checks the messages of a connection up to the barrier.
 func expectHandshake(t *testing.T, f *fakeSwitch) {
 	t.Helper()
@@ -563,10 +574,7 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 
 func TestHandshakeAndShutdown(t *testing.T) {
 	f := newFakeSwitch(t)
-	s := start(t, f, nil)
-	f.waitConn(t)
-	expectHandshake(t, f)
-	waitFor(t, "connected", s.sw.Connected)
+	s := startConnected(t, f, nil)
 	if n := f.flowCount(testCookie); n != 2 {
 		t.Fatalf("%d flows installed", n)
 	}
@@ -651,10 +659,7 @@ func TestReinstallAfterFlowRemoved(t *testing.T) {
 
 func TestReinstallAfterFlowDump(t *testing.T) {
 	f := newFakeSwitch(t)
-	s := start(t, f, nil)
-	f.waitConn(t)
-	expectHandshake(t, f)
-	waitFor(t, "connected", s.sw.Connected)
+	s := startConnected(t, f, nil)
 
 	f.removeAll(false)
 	waitFor(t, "flows back", func() bool { return f.flowCount(testCookie) == 2 })
@@ -694,10 +699,7 @@ func TestStaleFlowRemoved(t *testing.T) {
 
 func TestRedial(t *testing.T) {
 	f := newFakeSwitch(t)
-	s := start(t, f, nil)
-	f.waitConn(t)
-	expectHandshake(t, f)
-	waitFor(t, "connected", s.sw.Connected)
+	s := startConnected(t, f, nil)
 
 	// The switch restarts: its flows and the connection are gone.
 	f.removeAll(false)
@@ -716,10 +718,7 @@ func TestRedial(t *testing.T) {
 
 func TestDeadPeer(t *testing.T) {
 	f := newFakeSwitch(t)
-	s := start(t, f, nil)
-	f.waitConn(t)
-	expectHandshake(t, f)
-	waitFor(t, "connected", s.sw.Connected)
+	s := startConnected(t, f, nil)
 	f.mu.Lock()
 	f.silent = true
 	f.mu.Unlock()

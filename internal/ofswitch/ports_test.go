@@ -104,10 +104,7 @@ func TestPortFlows(t *testing.T) {
 
 func TestMeterDeletedIsReinstalled(t *testing.T) {
 	f := newFakeSwitch(t)
-	s := start(t, f, nil)
-	f.waitConn(t)
-	expectHandshake(t, f)
-	waitFor(t, "connected", s.sw.Connected)
+	s := startConnected(t, f, nil)
 	// Someone deletes the global meter: the switch deletes the flows using
 	// it (silently here), the dump notices.
 	f.meterMod(openflow.AppendMeterMod(nil, 1, &openflow.MeterMod{Command: openflow.MeterDelete, MeterID: testMeter}))
