@@ -168,7 +168,7 @@ type job struct {
 	// unchanged when the chain does not answer it; q.Payload aliases it.
 	frame       []byte
 	intercepted bool
-	start       time.Time // the packet-in's arrival, when Observe is set
+	start       time.Time // the packet-in's arrival
 	resp        []byte    // the answer
 	fit         []byte    // the answer fitted to the client
 	out         []byte    // the reply frame
@@ -196,7 +196,9 @@ func (r *Responder) HandlePacketIn(inPort uint32, data []byte) {
 		r.drop(j, reasonNotService)
 		return
 	}
-	if l := r.limiter.Load().l; l != nil && !l.Allow(inPort, time.Now()) {
+	// One clock read serves the limiter and the answer's latency.
+	j.start = time.Now()
+	if l := r.limiter.Load().l; l != nil && !l.Allow(inPort, j.start) {
 		r.drop(j, reasonRateLimited)
 		return
 	}
@@ -219,9 +221,6 @@ func (r *Responder) HandlePacketIn(inPort uint32, data []byte) {
 		j.q.InPort = inPort
 	}
 	r.count("queries")
-	if r.cfg.Observe != nil {
-		j.start = time.Now()
-	}
 	// The packet-in buffer is reused by the read loop: take the DNS
 	// message out before parsing, so every slice of the parse aliases the
 	// copy.
