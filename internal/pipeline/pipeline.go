@@ -362,3 +362,26 @@ func (s Spec) flow(priority uint16, svc netip.AddrPort) openflow.FlowMod {
 	}
 	return fm
 }
+
+// State is what the flow set needs to know of the bridge beyond its port
+// numbers. It comes from OVSDB (which port is which Neutron port, on which
+// network and network type) and from Neutron (device owners, subnets,
+// which addresses a port holds); the daemon recomputes it when they change
+// and asks ofswitch to reconcile.
+type State struct {
+	// VMPorts are the OpenFlow ports of Neutron VM ports (device_owner
+	// compute:*), sorted. With InterceptAll only they get intercept flows:
+	// never router, DHCP or load-balancer ports.
+	VMPorts []uint32
+	// Neighbors are the addresses whose ARP requests (IPv4) or Neighbor
+	// Solicitations (IPv6), sent by one of the listed ports, the bridge
+	// answers itself, from flows, with the responder MAC.
+	Neighbors []Neighbor
+}
+
+// Neighbor is one address the bridge answers ARP or NS for, and the ports
+// whose requests it answers (the VM ports of the network it serves).
+type Neighbor struct {
+	Addr  netip.Addr
+	Ports []uint32
+}
