@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"slices"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -89,8 +90,23 @@ func missingPackages() []string {
 	return pkgs
 }
 
-// installPackages runs apt-get with services blocked from starting.
+// aptLock is the file whose lock serialises the harness's package installs
+// across processes: go test runs the packages' test binaries in parallel,
+// and two apt-get runs at once fail on dpkg's own lock.
+const aptLock = "/run/lock/ovs-dns-forwarder-lab-apt.lock"
+
+// installPackages runs apt-get with services blocked from starting, holding
+// aptLock (waiting for another process's install to end). Installing a
+// package another process has just installed is a quick no-op.
 func installPackages(pkgs []string) (err error) {
+	lock, err := os.OpenFile(aptLock, os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return fmt.Errorf("lab: package lock: %w", err)
+	}
+	defer lock.Close()
+	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX); err != nil {
+		return fmt.Errorf("lab: package lock: %w", err)
+	}
 	if _, statErr := os.Stat(policyRCD); errors.Is(statErr, os.ErrNotExist) {
 		if err := os.WriteFile(policyRCD, []byte("#!/bin/sh\nexit 101\n"), 0o755); err != nil {
 			return fmt.Errorf("lab: blocking service starts: %w", err)
