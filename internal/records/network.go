@@ -197,7 +197,8 @@ type Entry struct {
 	Addr netip.Addr
 	// Hostname is the port's hostname ("" gives host-<ip>).
 	Hostname string
-	// FQDN is its fully qualified name ("" gives hostname + "." + domain).
+	// FQDN is its fully qualified name; "" gives Neutron's: hostname
+	// when it ends with a dot, else hostname + "." + domain.
 	FQDN string
 }
 
@@ -224,7 +225,7 @@ func NewNetwork(id, domain string, synced time.Time, entries []Entry) (*Network,
 // the wire-form domain ("" for none).
 func newNetwork(id, domain string, synced time.Time, entries []Entry, log *slog.Logger) *Network {
 	slices.SortStableFunc(entries, func(a, b Entry) int { return strings.Compare(a.Port, b.Port) })
-	b := &builder{domain: domain, net: &Network{
+	b := &builder{domain: domain, log: log, net: &Network{
 		id:     id,
 		synced: synced,
 		names:  make(map[string][]netip.Addr),
@@ -239,7 +240,7 @@ func newNetwork(id, domain string, synced time.Time, entries []Entry, log *slog.
 			ports++
 		}
 		if e.Addr.IsValid() {
-			b.addEntry(e, log)
+			b.addEntry(e)
 		}
 	}
 	return b.finish(ports)
@@ -249,42 +250,78 @@ func newNetwork(id, domain string, synced time.Time, entries []Entry, log *slog.
 type builder struct {
 	domain     string // wire form, "" when no domain is configured
 	domainName string // presentation form without the trailing dot
+	log        *slog.Logger
 	net        *Network
 }
 
-// addEntry adds the names of one entry: fqdn, hostname, and hostname +
-// "." + domain for a one-label hostname.
-func (b *builder) addEntry(e Entry, log *slog.Logger) {
+// addEntry adds the names of one entry. A tenant chooses its port's
+// dns_name, so an entry may only name things the cloud owns:
+//
+//   - its fqdn, only when strictly below the domain (Neutron derives it
+//     from dns_name; a relative multi-label dns_name "www.example.com"
+//     gives "www.example.com.<domain>", never "www.example.com.");
+//   - for a one-label hostname "vm": "vm.<domain>" and the short name
+//     "vm." (resolver/local answers short names for address types only).
+//
+// Without a domain only short names are made. The PTR of the address is
+// the first of fqdn and "vm.<domain>" that is below the domain.
+func (b *builder) addEntry(e Entry) {
 	addr := e.Addr.Unmap()
-	hostname, fqdn := strings.TrimSuffix(e.Hostname, "."), e.FQDN
+	hostname, fqdn := e.Hostname, e.FQDN
 	if hostname == "" && fqdn == "" {
 		hostname = "host-" + hostReplacer.Replace(addr.String())
 	}
-	oneLabel := hostname != "" && !strings.Contains(hostname, ".")
-	if fqdn == "" {
+	if fqdn == "" && hostname != "" && b.domainName != "" {
+		// Neutron's rule: a dns_name ending with a dot is the fqdn.
 		fqdn = hostname
-		if oneLabel && b.domainName != "" {
+		if !strings.HasSuffix(hostname, ".") {
 			fqdn = hostname + "." + b.domainName
 		}
 	}
-	names := [3]string{fqdn, hostname}
-	if oneLabel && b.domainName != "" {
-		names[2] = hostname + "." + b.domainName
-	}
-	for i, name := range names {
-		if strings.TrimSuffix(name, ".") == "" {
-			continue
-		}
-		w, err := wireName(name)
-		if err != nil {
-			log.Debug("records: bad name", "port", e.Port, "name", name, "err", err)
-			continue
-		}
-		b.add(w, addr)
-		if _, ok := b.net.ptr[addr]; !ok && i == 0 {
-			b.net.ptr[addr] = w
+	hostname = strings.TrimSuffix(hostname, ".")
+	oneLabel := hostname != "" && !strings.Contains(hostname, ".")
+	var ptr string
+	if w, ok := b.wire(e.Port, fqdn); ok {
+		if b.domain != "" && underDomain(w, b.domain) {
+			b.add(w, addr)
+			ptr = w
+		} else {
+			b.log.Debug("records: fqdn not under dns_domain, not answered", "port", e.Port, "fqdn", fqdn)
 		}
 	}
+	if oneLabel {
+		if b.domainName != "" {
+			if w, ok := b.wire(e.Port, hostname+"."+b.domainName); ok {
+				b.add(w, addr)
+				if ptr == "" {
+					ptr = w
+				}
+			}
+		}
+		// The domain itself, when it has one label, stays the cloud's.
+		if w, ok := b.wire(e.Port, hostname); ok && w != b.domain {
+			b.add(w, addr)
+		}
+	} else if hostname != "" {
+		b.log.Debug("records: hostname of several labels, not answered as a short name", "port", e.Port, "hostname", hostname)
+	}
+	if _, ok := b.net.ptr[addr]; !ok && ptr != "" {
+		b.net.ptr[addr] = ptr
+	}
+}
+
+// wire returns the wire form of the presentation name of a port's entry,
+// false (logged) when it is empty or not a domain name.
+func (b *builder) wire(port, name string) (string, bool) {
+	if strings.TrimSuffix(name, ".") == "" {
+		return "", false
+	}
+	w, err := wireName(name)
+	if err != nil {
+		b.log.Debug("records: bad name", "port", port, "name", name, "err", err)
+		return "", false
+	}
+	return w, true
 }
 
 // add records that name (wire form) owns addr.

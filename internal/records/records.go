@@ -12,14 +12,22 @@
 // full lists small.
 //
 // Names of a port, per entry {ip_address, hostname, fqdn} of its
-// dns_assignment (one per fixed IP):
+// dns_assignment (one per fixed IP). The tenant chooses dns_name, so an
+// entry only names what the cloud owns:
 //
-//   - fqdn, as an absolute name (Neutron writes hostname + "." + dns_domain);
-//   - hostname as a name of its own: a one-label hostname "myvm" answers as
-//     "myvm.", as dnsmasq's hosts file did (resolvers that append no search
-//     domain ask for exactly that);
-//   - hostname + "." + Domain for a one-label hostname, should the fqdn
-//     differ (a port or network dns_domain with an external DNS driver).
+//   - fqdn, as an absolute name, only when it is strictly below Domain
+//     (Neutron writes dns_name + "." + dns_domain, so a relative
+//     multi-label dns_name "www.example.com" is named
+//     "www.example.com.<domain>." and never "www.example.com."; an fqdn
+//     under a port's or network's own dns_domain is not answered);
+//   - for a one-label hostname "myvm": hostname + "." + Domain, and the
+//     short name "myvm.", as dnsmasq's hosts file did (resolvers that
+//     append no search domain ask for exactly that; package
+//     resolver/local answers short names for A, AAAA and ANY only). A
+//     hostname of several labels has no short name. A short name equal
+//     to a one-label Domain is not made.
+//
+// Without a Domain only short names are made, and no PTR.
 //
 // A fixed IP without a dns_assignment entry (Neutron without the
 // dns-integration extension) gets Neutron's own default: hostname
@@ -29,11 +37,12 @@
 //
 // Every address a name has in the network is returned for it (two ports
 // with one dns_name both answer; IPv4 first, each address once). PTR of an
-// address gives the fqdn of its dns_assignment entry; should two ports have
-// one address, the port with the smaller id wins. Names are compared in
-// lower case. Names strictly below Domain that have names below them, and
-// Domain itself, exist without addresses (empty non-terminals), so that
-// they get NODATA rather than NXDOMAIN.
+// address gives the first of its entry's fqdn and hostname + "." + Domain
+// that is below Domain; should two ports have one address, the port with
+// the smaller id wins. Names are compared in lower case. Names strictly
+// below Domain that have names below them, and Domain itself, exist without
+// addresses (empty non-terminals), so that they get NODATA rather than
+// NXDOMAIN; no name outside Domain is ever an empty non-terminal.
 //
 // While Neutron cannot be reached the last good records stay in use; a
 // failed sync is retried after 1 s, doubling up to the resync interval
@@ -78,8 +87,8 @@ type Config struct {
 	// Auth says how to reach Neutron.
 	Auth AuthOptions
 	// Domain is Neutron's [DEFAULT] dns_domain ("cloud.example." or
-	// "cloud.example"); it completes host-<ip> names and bounds the empty
-	// non-terminals. Empty: no domain.
+	// "cloud.example"); it completes host-<ip> names, and every name but
+	// a short one must be below it. Empty: short names only.
 	Domain string
 	// ResyncInterval is the period of full resyncs; not positive means
 	// DefaultResyncInterval.
