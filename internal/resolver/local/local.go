@@ -75,7 +75,8 @@ type Config struct {
 	// Records gives each network's records; nil answers nothing.
 	Records Source
 	// Domain is the cloud's domain ([DEFAULT] dns_domain); names under it
-	// that do not exist are NXDOMAIN when Authoritative. Empty: none.
+	// that do not exist are NXDOMAIN when Authoritative. Outside it only
+	// short names are answered (A, AAAA, ANY). Empty: short names only.
 	Domain string
 	// TTL is the TTL of every record answered (local_ttl).
 	TTL uint32
@@ -204,8 +205,14 @@ func (l *Local) answer(r *resolver.Request, dst []byte) ([]byte, bool) {
 		l.answered.Add(1)
 		return dst, true
 	}
-	addrs, exists := n.Lookup(key)
 	inZone, apex := l.zone(key)
+	if !inZone && !shortName(key, q.Type) {
+		// Outside the cloud's domain only short names are the
+		// cloud's, and only their addresses: "com. DS" or
+		// "www.example.com." are never ours to answer.
+		return dst, false
+	}
+	addrs, exists := n.Lookup(key)
 	if !exists && !apex {
 		if !inZone || !l.cfg.Authoritative {
 			return dst, false
@@ -253,6 +260,15 @@ func (l *Local) answer(r *resolver.Request, dst []byte) ([]byte, bool) {
 		return dst, true // no zone of ours to name in an SOA
 	}
 	return l.appendNegative(dst, n, start, len(key)), true
+}
+
+// shortName reports whether the lower-cased wire name key has a single
+// label and qtype is one a short name answers: A, AAAA or ANY.
+func shortName(key []byte, qtype uint16) bool {
+	if len(key) < 2 || key[0] == 0 || int(key[0])+2 != len(key) {
+		return false
+	}
+	return qtype == typeA || qtype == typeAAAA || qtype == typeANY
 }
 
 // pass hands r to the next Handler, or returns ErrNotLocal for an

@@ -238,6 +238,65 @@ func TestServeDNS(t *testing.T) {
 	}
 }
 
+// TestTenantNames: ports named after public names, TLDs or the reverse
+// zones' labels answer their own short name for addresses only, and never
+// make a public name NXDOMAIN, NODATA or an answer.
+func TestTenantNames(t *testing.T) {
+	hostile := fakeSource{netA: mustNetwork(t, netA,
+		entry("a1", "10.0.0.1", "com"),
+		entry("a1", "fd00::1", "com"),
+		entry("a2", "10.0.0.2", "www.example.com"),
+		entry("a3", "10.0.0.3", "arpa"),
+		entry("a4", "10.0.0.4", "in-addr"),
+		entry("a5", "10.0.0.5", "v4only"),
+		// A forged fqdn outside the domain.
+		records.Entry{Port: "a6", Addr: netip.MustParseAddr("10.0.0.6"), Hostname: "x.example.org", FQDN: "x.example.org."},
+	)}
+	pass := want{passed: true}
+	for _, tc := range []struct {
+		name  string
+		qtype uint16
+		want  want
+	}{
+		{"com.", dns.TypeA, want{answer: []string{"com. A 10.0.0.1"}}},
+		{"COM.", dns.TypeAAAA, want{answer: []string{"COM. AAAA fd00::1"}}},
+		{"com.", dns.TypeANY, want{answer: []string{"com. A 10.0.0.1", "com. AAAA fd00::1"}}},
+		{"v4only.", dns.TypeAAAA, want{}}, // NODATA, no SOA: not in our zone
+		{"com.", dns.TypeDS, pass},
+		{"com.", dns.TypeSOA, pass},
+		{"com.", dns.TypeNS, pass},
+		{"com.", dns.TypeDNSKEY, pass},
+		{"com.", dns.TypeTXT, pass},
+		{"com.", dns.TypeMX, pass},
+		{"example.com.", dns.TypeA, pass},
+		{"example.com.", dns.TypeDS, pass},
+		{"www.example.com.", dns.TypeA, pass},
+		{"www.example.com.", dns.TypeAAAA, pass},
+		{"x.example.org.", dns.TypeA, pass},
+		{"example.org.", dns.TypeSOA, pass},
+		{"arpa.", dns.TypeSOA, pass},
+		{"arpa.", dns.TypeA, want{answer: []string{"arpa. A 10.0.0.3"}}},
+		{"in-addr.arpa.", dns.TypeSOA, pass},
+		{"in-addr.arpa.", dns.TypeNS, pass},
+		{"10.in-addr.arpa.", dns.TypeNS, pass},
+		{"1.0.0.10.in-addr.arpa.", dns.TypeSOA, pass},
+		{"nope.", dns.TypeA, pass},
+		{".", dns.TypeNS, pass},
+		// Below the domain they are the cloud's.
+		{"www.example.com.cloud.example.", dns.TypeA, want{answer: []string{"www.example.com.cloud.example. A 10.0.0.2"}}},
+		{"example.com.cloud.example.", dns.TypeA, want{soa: true}},
+		{"com.cloud.example.", dns.TypeDS, want{soa: true}},
+		{"1.0.0.10.in-addr.arpa.", dns.TypePTR, want{answer: []string{"1.0.0.10.in-addr.arpa. PTR com.cloud.example."}}},
+		{"6.0.0.10.in-addr.arpa.", dns.TypePTR, pass}, // its fqdn is not ours
+	} {
+		t.Run(tc.name+"/"+dns.TypeToString[tc.qtype], func(t *testing.T) {
+			next := &nextStub{}
+			l := New(Config{Records: hostile, Domain: domain, TTL: ttl, Authoritative: true}, next)
+			check(t, l, next, request(t, netA, tc.name, tc.qtype, nil), tc.want)
+		})
+	}
+}
+
 func mustReverse(ip string) string {
 	s, _ := dns.ReverseAddr(ip)
 	return s
@@ -269,9 +328,11 @@ func TestNonAuthoritative(t *testing.T) {
 func TestNoDomain(t *testing.T) {
 	next := &nextStub{}
 	l := New(Config{Records: source(t), TTL: ttl, Authoritative: true}, next)
-	check(t, l, next, request(t, netA, "web.cloud.example.", dns.TypeA, nil), want{answer: []string{"web.cloud.example. A 10.0.0.5"}})
+	// Without a domain only short names are the cloud's.
+	check(t, l, next, request(t, netA, "web.", dns.TypeA, nil), want{answer: []string{"web. A 10.0.0.5"}})
+	check(t, l, next, request(t, netA, "web.cloud.example.", dns.TypeA, nil), want{passed: true})
 	check(t, l, next, request(t, netA, "nope.cloud.example.", dns.TypeA, nil), want{passed: true})
-	check(t, l, next, request(t, netA, "web.", dns.TypeTXT, nil), want{})
+	check(t, l, next, request(t, netA, "web.", dns.TypeTXT, nil), want{passed: true})
 	// An invalid domain is ignored.
 	l = New(Config{Records: source(t), Domain: "a..b", TTL: ttl, Authoritative: true}, next)
 	check(t, l, next, request(t, netA, "nope.cloud.example.", dns.TypeA, nil), want{passed: true})
@@ -417,11 +478,13 @@ func TestReverseAddr(t *testing.T) {
 }
 
 func FuzzServeDNS(f *testing.F) {
-	for _, n := range []string{"web.cloud.example.", "5.0.0.10.in-addr.arpa.", mustReverse("fd00::6"), "nope.cloud.example."} {
-		m := new(dns.Msg)
-		m.SetQuestion(n, dns.TypeANY)
-		b, _ := m.Pack()
-		f.Add(b)
+	for _, n := range []string{"web.cloud.example.", "5.0.0.10.in-addr.arpa.", mustReverse("fd00::6"), "nope.cloud.example.", "web.", "Web."} {
+		for _, qtype := range []uint16{dns.TypeANY, dns.TypeDS} {
+			m := new(dns.Msg)
+			m.SetQuestion(n, qtype)
+			b, _ := m.Pack()
+			f.Add(b)
+		}
 	}
 	src := source(f)
 	f.Fuzz(func(t *testing.T, msg []byte) {
@@ -429,13 +492,29 @@ func FuzzServeDNS(f *testing.F) {
 		if dnswire.ParseQuery(msg, &r.Query) != nil {
 			return
 		}
-		l := New(Config{Records: src, Domain: domain, TTL: ttl, Authoritative: true}, &nextStub{})
+		next := &nextStub{}
+		l := New(Config{Records: src, Domain: domain, TTL: ttl, Authoritative: true}, next)
 		out, err := l.ServeDNS(t.Context(), r, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := new(dns.Msg).Unpack(out); err != nil {
+		m := new(dns.Msg)
+		if err := m.Unpack(out); err != nil {
 			t.Fatalf("unpack: %v", err)
+		}
+		if next.calls > 0 {
+			return
+		}
+		// Answered here: a name of the domain, a reverse name (PTR,
+		// ANY), or a short name (A, AAAA, ANY).
+		q := m.Question[0]
+		labels := dns.CountLabel(q.Name)
+		switch {
+		case dns.IsSubDomain(domain, strings.ToLower(q.Name)):
+		case dns.IsSubDomain("arpa.", strings.ToLower(q.Name)) && (q.Qtype == dns.TypePTR || q.Qtype == dns.TypeANY):
+		case labels == 1 && (q.Qtype == dns.TypeA || q.Qtype == dns.TypeAAAA || q.Qtype == dns.TypeANY):
+		default:
+			t.Fatalf("answered %s %s: %v", q.Name, dns.TypeToString[q.Qtype], m)
 		}
 	})
 }
