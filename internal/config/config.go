@@ -213,6 +213,7 @@ func Defaults() *Config {
 		PortMeterRate:            pipeline.DefaultPortMeterRate,
 		PortMeterBurst:           pipeline.DefaultPortMeterBurst,
 		OVSDBConnection:          "tcp:127.0.0.1:6640",
+		DNSDomain:                DefaultDNSDomain,
 		RecordsResyncInterval:    60 * time.Second,
 		LocalTTL:                 30,
 		LocalDomainAuthoritative: true,

@@ -62,6 +62,7 @@ func TestDefaults(t *testing.T) {
 		PortMeterRate:            1024,
 		PortMeterBurst:           100,
 		OVSDBConnection:          "tcp:127.0.0.1:6640",
+		DNSDomain:                "openstacklocal.",
 		RecordsResyncInterval:    time.Minute,
 		LocalTTL:                 30,
 		LocalDomainAuthoritative: true,

@@ -35,6 +35,10 @@ const (
 	optInsecure          = "insecure"
 )
 
+// DefaultDNSDomain is [DEFAULT] dns_domain's default, Neutron's own
+// (neutron_lib's DNS_DOMAIN_DEFAULT), lower case with a final dot.
+const DefaultDNSDomain = "openstacklocal."
+
 // minInterceptPriority is the lowest flow_priority that keeps the intercept
 // flows (one below it) above Neutron's priority-100 in_port flows.
 const minInterceptPriority = 102
