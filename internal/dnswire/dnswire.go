@@ -45,6 +45,10 @@ const (
 
 	rcodeServFail = 2
 
+	// RcodeBadVersion is BADVERS (RFC 6891), the 12-bit rcode of the
+	// answer to a query that ParseQuery rejects with ErrBadVersion.
+	RcodeBadVersion = 16
+
 	// ErrorUDPSize is the requester payload size AppendError advertises in
 	// its OPT record (the DNS flag day 2020 value).
 	ErrorUDPSize = 1232
@@ -96,6 +100,12 @@ var (
 	ErrNotQuery = errors.New("dnswire: message is a response, not a query")
 	// ErrNotImplemented: the opcode is not QUERY; it is answered with NOTIMP.
 	ErrNotImplemented = errors.New("dnswire: opcode not implemented")
+	// ErrBadVersion: the query is well-formed but its OPT record asks for
+	// an EDNS version above 0; it is answered with RcodeBadVersion
+	// (RFC 6891, 6.1.3) and never resolved. q is filled as for a valid
+	// query (EDNS set), so AppendError echoes the question and adds an
+	// OPT record of version 0.
+	ErrBadVersion = errors.New("dnswire: EDNS version not implemented")
 	// ErrNotResponse: CheckReply got a message with QR=0.
 	ErrNotResponse = errors.New("dnswire: reply is not a response")
 	// ErrWrongID: CheckReply got a reply with another ID.
@@ -220,11 +230,14 @@ func validOptions(rdata []byte) bool {
 // ParseQuery validates a client query and fills q. The query must have QR=0,
 // opcode QUERY, QDCOUNT=1 with an uncompressed question, ANCOUNT=0 and
 // NSCOUNT=0; every additional record is walked (bounds-checked), at most one
-// of them may be an OPT record and it must have the root owner name and
-// well-formed options. Errors: ErrHeader (shorter than a header: drop),
-// ErrNotQuery (QR=1: drop), ErrNotImplemented (opcode not QUERY: answer
-// NOTIMP; q holds ID and Flags) and *FormatError (answer FORMERR; see
-// FormatError for what q then holds). q.Name aliases msg. It does not allocate.
+// of them may be an OPT record and it must have the root owner name,
+// well-formed options and EDNS version 0. Errors: ErrHeader (shorter than a
+// header: drop), ErrNotQuery (QR=1: drop), ErrNotImplemented (opcode not
+// QUERY: answer NOTIMP; q holds ID and Flags), *FormatError (answer
+// FORMERR; see FormatError for what q then holds) and, for an otherwise
+// valid query, ErrBadVersion (answer BADVERS). Options (a client's DNS
+// COOKIE included) and unknown OPT flags are accepted and ignored. q.Name
+// aliases msg. It does not allocate.
 func ParseQuery(msg []byte, q *Query) error {
 	*q = Query{}
 	if len(msg) < headerLen {
@@ -256,6 +269,7 @@ func ParseQuery(msg []byte, q *Query) error {
 		return errSections
 	}
 	off := q.QuestionEnd
+	var version uint32
 	for range int(binary.BigEndian.Uint16(msg[10:])) {
 		start := off
 		var r rr
@@ -279,8 +293,12 @@ func ParseQuery(msg []byte, q *Query) error {
 		q.EDNS = true
 		q.UDPSize = r.class
 		q.DO = r.ttl&0x8000 != 0
+		version = r.ttl >> 16 & 0xff
 	}
 	q.End = off
+	if version != 0 {
+		return ErrBadVersion
+	}
 	return nil
 }
 

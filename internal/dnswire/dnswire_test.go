@@ -266,6 +266,53 @@ func TestAppendError(t *testing.T) {
 	}
 }
 
+// TestParseQueryBadVersion: an EDNS version above 0 is BADVERS (RFC 6891,
+// 6.1.3), answered with an OPT record of version 0 and nothing the client
+// sent echoed: not its options (a DNS cookie), not its unknown flags.
+func TestParseQueryBadVersion(t *testing.T) {
+	for _, version := range []uint8{1, 2, 255} {
+		m := newQuery("Example.com.", dns.TypeA)
+		m.SetEdns0(4096, true)
+		opt := m.IsEdns0()
+		opt.SetVersion(version)
+		opt.SetZ(0x1234)
+		opt.Option = append(opt.Option, &dns.EDNS0_COOKIE{Code: dns.EDNS0COOKIE, Cookie: "0102030405060708"})
+		msg := pack(t, m)
+		var q Query
+		if err := ParseQuery(msg, &q); err != ErrBadVersion {
+			t.Fatalf("version %d: ParseQuery = %v, want ErrBadVersion", version, err)
+		}
+		if !q.EDNS || !q.DO || q.UDPSize != 4096 || q.End != len(msg) || q.Type != dns.TypeA {
+			t.Errorf("version %d: query %+v", version, q)
+		}
+		var r dns.Msg
+		if err := r.Unpack(AppendError(nil, msg, &q, RcodeBadVersion)); err != nil {
+			t.Fatal(err)
+		}
+		o := r.IsEdns0()
+		if r.Rcode != dns.RcodeBadVers || o == nil || o.Version() != 0 || o.Z() != 0 || !o.Do() || len(o.Option) != 0 ||
+			len(r.Question) != 1 || r.Question[0].Name != "Example.com." || len(r.Answer)+len(r.Ns) != 0 || len(r.Extra) != 1 {
+			t.Errorf("version %d: answer %v", version, &r)
+		}
+	}
+	// A malformed message is FORMERR whatever its version.
+	v1 := []byte("\x00\x00\x29\x04\xd0\x00\x01\x00\x00\x00\x00")
+	var q Query
+	if err := ParseQuery(cat(hdr(1, 0, 1, 0, 0, 2), qExample, v1, optRR), &q); err != errMultiOPT {
+		t.Errorf("two OPT, one of version 1: %v", err)
+	}
+	if err := ParseQuery(cat(hdr(1, 0, 1, 0, 0, 1), qExample, v1), &q); err != ErrBadVersion {
+		t.Errorf("version 1: %v", err)
+	}
+	// Version 0 with unknown flags and options is a valid query.
+	m := newQuery("example.com.", dns.TypeA)
+	m.SetEdns0(1232, false)
+	m.IsEdns0().SetZ(0x7fff)
+	if err := ParseQuery(pack(t, m), &q); err != nil {
+		t.Errorf("version 0, unknown flags: %v", err)
+	}
+}
+
 func TestClientLimit(t *testing.T) {
 	tests := []struct {
 		edns   bool
@@ -544,10 +591,19 @@ func FuzzParseQuery(f *testing.F) {
 	f.Add(cat(hdr(1, 0, 1, 0, 0, 2), qExample, optRR, optRR))
 	f.Add(cat(hdr(7, 0, 1, 0, 0, 2), qExample, []byte("\x03key\xc0\x0c\x00\xfa\x00\xff\x00\x00\x00\x00\x00\x00\x01x\xc0\x1d\x00\x01\x00\x01\x00\x00\x00\x00\x00\x00")))
 	f.Add(cat(hdr(1, 0, 1, 0, 0, 1), qExample, []byte("\x01a\xc0\x1d")))
+	f.Add(cat(hdr(1, 0, 1, 0, 0, 1), qExample, []byte("\x00\x00\x29\x04\xd0\x00\x01\x80\x00\x00\x00")))
 	f.Fuzz(func(t *testing.T, msg []byte) {
 		var q Query
 		err := ParseQuery(msg, &q)
 		var fe *FormatError
+		if err == ErrBadVersion {
+			var r dns.Msg
+			if !q.EDNS || r.Unpack(AppendError(nil, msg, &q, RcodeBadVersion)) != nil ||
+				r.Rcode != dns.RcodeBadVers || r.IsEdns0() == nil || r.IsEdns0().Version() != 0 {
+				t.Fatalf("BADVERS answer %v for %+v", &r, q)
+			}
+			err = nil
+		}
 		switch {
 		case err == nil:
 			if q.QuestionEnd == 0 || q.End < q.QuestionEnd || q.End > len(msg) {

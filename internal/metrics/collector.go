@@ -50,6 +50,7 @@ func components(src Sources) []component {
 	responder := map[string]export{
 		"formerr":          {kindRefusal, "malformed"},
 		"notimp":           {kindRefusal, "not_implemented"},
+		"badvers":          {kindRefusal, "bad_edns_version"},
 		"refused_inflight": {kindRefusal, "inflight_limit"},
 	}
 	for _, r := range responderDrops {

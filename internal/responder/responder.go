@@ -3,7 +3,7 @@
 //
 // HandlePacketIn runs on the OpenFlow read loop and never waits on an
 // upstream: it parses the frame and the DNS header, answers malformed
-// queries at once (FORMERR, NOTIMP), refuses when too many queries are in
+// queries at once (FORMERR, NOTIMP, BADVERS), refuses when too many queries are in
 // flight, and hands every other query to its own goroutine, which asks the
 // resolver chain, fits the answer to the client and writes the reply frame.
 // Every captured packet ends in exactly one of: a reply, or a drop counted
@@ -124,7 +124,7 @@ const (
 // counterNames lists every counter the Responder keeps; Stats reports them
 // all, zero or not.
 var counterNames = []string{
-	"queries", "answers", "servfail", "servfail_bad_answer", "formerr", "notimp", "refused_inflight", "answers_truncated",
+	"queries", "answers", "servfail", "servfail_bad_answer", "formerr", "notimp", "badvers", "refused_inflight", "answers_truncated",
 	reasonNotService, reasonRateLimited, reasonSpoofedMAC, reasonReinject, "reinjected", reasonDNSHeader, reasonNotQuery, reasonReplyTooBig, reasonPacketOut, reasonOther,
 }
 
@@ -240,6 +240,11 @@ func (r *Responder) HandlePacketIn(inPort uint32, data []byte) {
 		return
 	case errors.Is(err, dnswire.ErrNotImplemented):
 		r.replyError(j, dns.RcodeNotImplemented, "notimp")
+		return
+	case errors.Is(err, dnswire.ErrBadVersion):
+		// RFC 6891: an EDNS version we do not speak is answered
+		// BADVERS, never resolved nor forwarded.
+		r.replyError(j, dnswire.RcodeBadVersion, "badvers")
 		return
 	case errors.Is(err, dnswire.ErrHeader):
 		r.drop(j, reasonDNSHeader)

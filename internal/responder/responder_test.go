@@ -184,13 +184,19 @@ func TestErrorAnswers(t *testing.T) {
 	if p := s.next(t); p.msg.Rcode != dns.RcodeNotImplemented {
 		t.Errorf("NOTIFY: %v", p.msg)
 	}
+	v1 := query(t, "a.example.", dns.TypeA, 1232)
+	v1[len(v1)-5] = 1 // the OPT record's EDNS version (it ends the message)
+	r.HandlePacketIn(1, requestFrame(t, vm4, service4, v1))
+	if p := s.next(t); p.msg.Rcode != dns.RcodeBadVers || p.msg.IsEdns0() == nil || p.msg.IsEdns0().Version() != 0 {
+		t.Errorf("EDNS version 1: %v", p.msg) // the handler, never asked, would fail
+	}
 	r.HandlePacketIn(1, requestFrame(t, vm6, service6, query(t, "a.example.", dns.TypeA, 1232)))
 	p := s.next(t)
 	if p.msg.Rcode != dns.RcodeServerFailure || len(p.msg.Question) != 1 || p.msg.IsEdns0() == nil {
 		t.Errorf("handler error: %v", p.msg)
 	}
-	waitStat(t, r, "answers", 3)
-	if st := r.Stats(); st["formerr"] != 1 || st["notimp"] != 1 || st["servfail"] != 1 {
+	waitStat(t, r, "answers", 4)
+	if st := r.Stats(); st["formerr"] != 1 || st["notimp"] != 1 || st["badvers"] != 1 || st["servfail"] != 1 {
 		t.Errorf("stats %v", st)
 	}
 }
