@@ -63,7 +63,8 @@ func components(src Sources) []component {
 		{"responder", src.Responder, responder},
 		{"local", src.Local, nil},
 		{"cache", src.Cache, map[string]export{
-			"entries": {kindGauge, "entries"},
+			"entries":       {kindGauge, "entries"},
+			"refused_norec": {kindRefusal, "not_recursive"},
 		}},
 		{"forward", src.Forward, map[string]export{
 			"servers_down": {kindGauge, "servers_down"},

@@ -54,6 +54,7 @@ const (
 	keyDO           = 1
 	keyCD           = 2
 	flagCD          = 0x0010
+	flagRD          = 0x0100
 	rcodeMask       = 0x000f
 	rcodeServFail   = 2
 	rcodeRefused    = 5
@@ -106,6 +107,7 @@ type Cache struct {
 	negTTL   uint32
 	staleTTL uint32
 	inflight atomic.Int32 // running prefetches
+	norec    atomic.Uint64
 }
 
 var _ resolver.Handler = (*Cache)(nil)
@@ -237,8 +239,12 @@ func (c *Cache) appendKey(b []byte, r *resolver.Request) []byte {
 // ServeDNS answers r from the cache when a fresh entry exists; otherwise it
 // asks next (or waits for an identical question already asked), stores a
 // cacheable answer and returns it. The answer is appended to dst with the
-// client's ID and the TTLs left.
+// client's ID and the TTLs left. A query without RD is refused (see
+// refuseNoRecursion).
 func (c *Cache) ServeDNS(ctx context.Context, r *resolver.Request, dst []byte) ([]byte, error) {
+	if r.Query.Flags&flagRD == 0 {
+		return c.refuseNoRecursion(r, dst), nil
+	}
 	var buf [maxKeyLen]byte
 	key := c.appendKey(buf[:0], r)
 	h := maphash.Bytes(c.seed, key)
@@ -278,6 +284,9 @@ func (c *Cache) ServeDNS(ctx context.Context, r *resolver.Request, dst []byte) (
 // responder calls it on the packet-in read loop, so that a hit costs no
 // goroutine.
 func (c *Cache) ServeImmediate(r *resolver.Request, dst []byte) ([]byte, bool) {
+	if r.Query.Flags&flagRD == 0 {
+		return c.refuseNoRecursion(r, dst), true
+	}
 	var buf [maxKeyLen]byte
 	key := c.appendKey(buf[:0], r)
 	h := maphash.Bytes(c.seed, key)
@@ -289,6 +298,16 @@ func (c *Cache) ServeImmediate(r *resolver.Request, dst []byte) ([]byte, bool) {
 		return dst, false
 	}
 	return c.answerHit(r, dst, sh, h, e, left, pf), true
+}
+
+// refuseNoRecursion appends a REFUSED answer to r, a query without RD.
+// The cache is shared by every tenant: answering non-recursive queries from
+// it would let a VM see what other VMs asked (cache snooping), and asking
+// next without RD would only move the snooping to the upstream's cache.
+// Unbound's "access-control: allow" refuses them the same way.
+func (c *Cache) refuseNoRecursion(r *resolver.Request, dst []byte) []byte {
+	c.norec.Add(1)
+	return dnswire.AppendError(dst, r.Msg, &r.Query, rcodeRefused)
 }
 
 // fresh returns, with sh.mu held, the entry for key if it has not
@@ -581,8 +600,9 @@ func (c *Cache) Len() int {
 
 // Stats returns the counters: hits (fresh answers from the cache), misses
 // (questions asked of next), merged (questions that waited for an identical
-// one), evictions, entries (held now), stale_served, prefetches and
-// not_cacheable (answers from next that were not stored).
+// one), evictions, entries (held now), stale_served, prefetches,
+// not_cacheable (answers from next that were not stored) and refused_norec
+// (queries without RD, refused).
 func (c *Cache) Stats() map[string]uint64 {
 	s := map[string]uint64{
 		"hits": 0, "misses": 0, "merged": 0, "evictions": 0,
@@ -599,5 +619,6 @@ func (c *Cache) Stats() map[string]uint64 {
 		s["not_cacheable"] += sh.notCacheable.Load()
 	}
 	s["entries"] = uint64(c.Len())
+	s["refused_norec"] = c.norec.Load()
 	return s
 }
