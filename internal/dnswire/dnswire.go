@@ -18,6 +18,13 @@
 //     byte; a compression pointer to a root label is rejected.
 //   - Bytes after the last record the header counts are ignored, as BIND and
 //     miekg/dns do; Query.End marks where the counted records end.
+//   - DNS cookies (RFC 7873, RFC 9018) are not implemented, as RFC 7873
+//     allows: a client's COOKIE option is ignored like any option, never
+//     sent upstream (AppendUpstreamQuery sends an OPT without options) and
+//     never answered (AppendClientAnswer and AppendError write an OPT
+//     without options). Answers go back only to the switch port the query
+//     came in on, so the off-path spoofing cookies defend against cannot
+//     reach a VM; the upstream exchanges are defended by RFC 5452 instead.
 package dnswire
 
 import (

@@ -495,3 +495,33 @@ func BenchmarkAppendClientAnswer(b *testing.B) {
 		buf, _ = AppendClientAnswer(buf[:0], resp, q, 1232, false)
 	}
 }
+
+// TestCookiesNotPassed: the daemon implements no DNS cookies (RFC 7873):
+// a client's COOKIE option (client and server cookie) never goes upstream,
+// and no COOKIE goes back to the client, not even the upstream's own.
+func TestCookiesNotPassed(t *testing.T) {
+	const name = "www.example.org."
+	withCookie := func(m *dns.Msg) {
+		m.SetEdns0(1232, false)
+		opt := m.IsEdns0()
+		opt.Option = append(opt.Option, &dns.EDNS0_COOKIE{Code: dns.EDNS0COOKIE, Cookie: "0102030405060708" + "1112131415161718191a1b1c1d1e1f20"})
+	}
+	msg, q := ednsClient(t, name, withCookie)
+	up := ednsUnpack(t, AppendUpstreamQuery(nil, msg, q, 1))
+	if opt := up.IsEdns0(); opt == nil || len(opt.Option) != 0 {
+		t.Errorf("upstream query OPT %v", opt)
+	}
+	resp := ednsUpstream(t, name, 0, true, func(m *dns.Msg) {
+		opt := m.IsEdns0()
+		opt.Option = append(opt.Option, &dns.EDNS0_COOKIE{Code: dns.EDNS0COOKIE, Cookie: "0102030405060708" + "2122232425262728"})
+	})
+	out, err := AppendClientAnswer(nil, resp, q, 1232, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for what, b := range map[string][]byte{"answer": out, "error": AppendError(nil, msg, q, dns.RcodeServerFailure)} {
+		if opt := ednsUnpack(t, b).IsEdns0(); opt == nil || len(opt.Option) != 0 {
+			t.Errorf("%s to the client: OPT %v", what, opt)
+		}
+	}
+}
