@@ -417,7 +417,19 @@ func TestIntercept(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("unknown port's query not re-injected")
 	}
-	waitStat(t, r, "reinjected", 2)
+	// EDNS version 1, even for a local name: not ours to judge, it goes on.
+	v1 := query(t, "local.cloud.", dns.TypeA, 1232)
+	v1[len(v1)-5] = 1
+	r.HandlePacketIn(7, requestFrame(t, vm4, outside, v1))
+	select {
+	case <-ri.frames:
+	case <-time.After(5 * time.Second):
+		t.Fatal("EDNS version 1 query not re-injected")
+	}
+	waitStat(t, r, "reinjected", 3)
+	if st := r.Stats(); st["badvers"] != 0 {
+		t.Errorf("stats %v", st)
+	}
 }
 
 // immediate answers "hit." at once and everything else through ServeDNS.
