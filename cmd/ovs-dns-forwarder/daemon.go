@@ -192,7 +192,7 @@ func (d *daemon) build() error {
 		TrustAD:      cfg.TrustUpstreamAD,
 		InterceptAll: cfg.InterceptAllDNS,
 		Reinject:     d.sw,
-		Ports:        ports(d.inv),
+		Ports:        ports(d.inv, d.store),
 		Observe:      d.observe,
 		Logger:       logger,
 	})

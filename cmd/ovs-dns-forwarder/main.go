@@ -24,9 +24,7 @@ import (
 	"time"
 
 	"github.com/ovs-dns-forwarder/ovs-dns-forwarder/internal/config"
-	"github.com/ovs-dns-forwarder/ovs-dns-forwarder/internal/inventory"
 	"github.com/ovs-dns-forwarder/ovs-dns-forwarder/internal/records"
-	"github.com/ovs-dns-forwarder/ovs-dns-forwarder/internal/responder"
 )
 
 // Exit statuses.
@@ -121,12 +119,4 @@ func queryDeadline(cfg *config.Config) time.Duration {
 		most = max(most, len(z.Servers))
 	}
 	return time.Duration(most)*cfg.UpstreamTimeout + time.Second
-}
-
-// ports adapts the OVSDB inventory to what the responder asks of a port.
-func ports(inv *inventory.Inventory) responder.Ports {
-	return responder.PortsFunc(func(ofport uint32) (responder.PortInfo, bool) {
-		p, ok := inv.Lookup(ofport)
-		return responder.PortInfo{MAC: p.MAC, Network: p.Network, PortID: p.PortID}, ok
-	})
 }

@@ -38,6 +38,7 @@ const (
 	keyIfaceID     = "iface-id"     // Interface.external_ids: the Neutron port UUID
 	keyAttachedMAC = "attached-mac" // Interface.external_ids: the port's MAC
 	keyNetUUID     = "net_uuid"     // Port.other_config: the Neutron network UUID
+	keyNetworkType = "network_type" // Port.other_config: the network's segment type
 )
 
 // maxOFPort is one past the highest ofport Open vSwitch gives a port
@@ -70,17 +71,28 @@ func toPort(iface *ovsInterface, port *ovsPort) (Port, status) {
 		return Port{}, noOFPort
 	}
 	p := Port{
-		OFPort:  uint32(*iface.OFPort),
-		Name:    iface.Name,
-		PortID:  id,
-		MAC:     mac,
-		Network: port.OtherConfig[keyNetUUID],
-		Tag:     -1,
+		OFPort:      uint32(*iface.OFPort),
+		Name:        iface.Name,
+		PortID:      id,
+		MAC:         mac,
+		Network:     port.OtherConfig[keyNetUUID],
+		NetworkType: networkType(port.OtherConfig[keyNetworkType]),
+		Tag:         -1,
 	}
 	if port.Tag != nil {
 		p.Tag = *port.Tag
 	}
 	return p, vmPort
+}
+
+// networkType returns s when it is a network type the agent writes, else
+// "".
+func networkType(s string) string {
+	switch s {
+	case NetworkTypeVXLAN, NetworkTypeGeneve, NetworkTypeGRE, NetworkTypeFlat, NetworkTypeVLAN, NetworkTypeLocal:
+		return s
+	}
+	return ""
 }
 
 // parseMAC parses a 48-bit MAC in the colon form Nova writes (any form

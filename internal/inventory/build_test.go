@@ -37,6 +37,9 @@ func TestToPort(t *testing.T) {
 		st    status
 	}{
 		{"bound", vmIface("i1", "tap1", intp(7), "p-1", "fa:16:3e:00:00:01"), bound,
+			Port{OFPort: 7, Name: "tap1", PortID: "p-1", MAC: [6]byte{0xfa, 0x16, 0x3e, 0, 0, 1}, Network: "net-a", NetworkType: "vxlan", Tag: 3}, vmPort},
+		{"unknown network type", vmIface("i1", "tap1", intp(7), "p-1", "fa:16:3e:00:00:01"),
+			&ovsPort{Tag: intp(3), OtherConfig: map[string]string{keyNetUUID: "net-a", keyNetworkType: "VXLAN"}},
 			Port{OFPort: 7, Name: "tap1", PortID: "p-1", MAC: [6]byte{0xfa, 0x16, 0x3e, 0, 0, 1}, Network: "net-a", Tag: 3}, vmPort},
 		{"unbound", vmIface("i1", "tap1", intp(7), "p-1", "FA:16:3E:00:00:0A"), unbound,
 			Port{OFPort: 7, Name: "tap1", PortID: "p-1", MAC: [6]byte{0xfa, 0x16, 0x3e, 0, 0, 0x0a}, Tag: -1}, vmPort},
@@ -127,6 +130,40 @@ func TestBuild(t *testing.T) {
 	}
 	if v := build("br-ex", bridges, ports, ifaces); len(v.ports) != 1 || v.ports[8].PortID != "port-x" {
 		t.Errorf("br-ex: %+v", v.ports)
+	}
+}
+
+func TestNetworkType(t *testing.T) {
+	for _, s := range []string{"vxlan", "geneve", "gre", "flat", "vlan", "local"} {
+		if got := networkType(s); got != s {
+			t.Errorf("networkType(%q) = %q", s, got)
+		}
+	}
+	for _, s := range []string{"", "VXLAN", "vxlan ", "stt", "None"} {
+		if got := networkType(s); got != "" {
+			t.Errorf("networkType(%q) = %q, want \"\"", s, got)
+		}
+	}
+}
+
+func TestPorts(t *testing.T) {
+	inv, _ := newTestInventory(t, "unix:/nonexistent/db.sock")
+	if ports := inv.Ports(); len(ports) != 0 {
+		t.Errorf("a new inventory has ports %v", ports)
+	}
+	inv.apply(manyPorts(30), true)
+	ports := inv.Ports()
+	if len(ports) != 30 {
+		t.Fatalf("%d ports, want 30", len(ports))
+	}
+	for k, p := range ports {
+		if p.OFPort != uint32(k+1) || p.PortID != fmt.Sprintf("port-%d", k+1) {
+			t.Errorf("ports[%d] = %+v", k, p)
+		}
+	}
+	ports[0].PortID = "mutated"
+	if p := inv.Ports()[0]; p.PortID != "port-1" {
+		t.Errorf("the caller's slice is the inventory's: %+v", p)
 	}
 }
 

@@ -7,8 +7,9 @@
 // is a VM port when it belongs to a port of the configured bridge and its
 // external_ids carry both iface-id (the Neutron port UUID) and
 // attached-mac; it counts once ovs-vswitchd has given it an ofport. The
-// network is the Port's other_config:net_uuid and the local VLAN its tag,
-// both written by the Neutron OVS agent when it binds the port.
+// network is the Port's other_config:net_uuid, its type
+// other_config:network_type and the local VLAN its tag, all written by the
+// Neutron OVS agent when it binds the port.
 //
 // Every change rebuilds an immutable snapshot from libovsdb's cache, so
 // Lookup, on the per-query path, is one atomic load and one map read.
@@ -19,6 +20,7 @@
 package inventory
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -50,10 +52,25 @@ type Port struct {
 	// Network is Port other_config:net_uuid, the Neutron network UUID;
 	// empty until the agent has bound the port.
 	Network string
+	// NetworkType is Port other_config:network_type, the type of the
+	// network's segment: one of the NetworkType constants, or empty
+	// until the agent has bound the port or when it wrote another value.
+	NetworkType string
 	// Tag is Port.tag, the local VLAN (4095 marks a dead port); -1 when
 	// unset.
 	Tag int
 }
+
+// Network types the Neutron OVS agent writes to Port
+// other_config:network_type (neutron_lib's TYPE_* constants).
+const (
+	NetworkTypeVXLAN  = "vxlan"
+	NetworkTypeGeneve = "geneve"
+	NetworkTypeGRE    = "gre"
+	NetworkTypeFlat   = "flat"
+	NetworkTypeVLAN   = "vlan"
+	NetworkTypeLocal  = "local"
+)
 
 // Config configures an Inventory.
 type Config struct {
@@ -173,6 +190,18 @@ func normalizeEndpoint(s string) (string, error) {
 func (i *Inventory) Lookup(ofport uint32) (Port, bool) {
 	p, ok := i.snap.Load().ports[ofport]
 	return p, ok
+}
+
+// Ports returns the VM ports, sorted by OpenFlow port number. The caller
+// owns the slice.
+func (i *Inventory) Ports() []Port {
+	m := i.snap.Load().ports
+	ports := make([]Port, 0, len(m))
+	for _, p := range m {
+		ports = append(ports, p)
+	}
+	slices.SortFunc(ports, func(a, b Port) int { return cmp.Compare(a.OFPort, b.OFPort) })
+	return ports
 }
 
 // Networks returns the distinct non-empty networks of the bridge's VM
@@ -442,7 +471,7 @@ func (i *Inventory) logDiff(old, cur map[uint32]Port) {
 // portAttrs returns a port's log attributes.
 func portAttrs(p Port) []any {
 	return []any{"ofport", p.OFPort, "interface", p.Name, "port_id", p.PortID,
-		"mac", net.HardwareAddr(p.MAC[:]).String(), "network", p.Network, "tag", p.Tag}
+		"mac", net.HardwareAddr(p.MAC[:]).String(), "network", p.Network, "network_type", p.NetworkType, "tag", p.Tag}
 }
 
 // debugSink passes libovsdb's log lines (levels up to 3: connection

@@ -63,10 +63,10 @@ func ifaceName(t *testing.T, l *lab.Lab, ofport uint32) string {
 }
 
 // checkVM checks the inventory's entry of a lab VM.
-func checkVM(t *testing.T, inv *Inventory, vm *lab.VM, name, network string, tag int) {
+func checkVM(t *testing.T, inv *Inventory, vm *lab.VM, name, network, networkType string, tag int) {
 	t.Helper()
 	p, ok := inv.Lookup(vm.OFPort)
-	want := Port{OFPort: vm.OFPort, Name: name, PortID: vm.PortID, Network: network, Tag: tag}
+	want := Port{OFPort: vm.OFPort, Name: name, PortID: vm.PortID, Network: network, NetworkType: networkType, Tag: tag}
 	copy(want.MAC[:], vm.MAC)
 	if !ok || p != want {
 		t.Errorf("Lookup(%d) = %+v, %v; want %+v", vm.OFPort, p, ok, want)
@@ -182,8 +182,8 @@ func TestLab(t *testing.T) {
 		eventually(t, "ready", inv.Ready)
 		t.Logf("first sync after %v", time.Since(begin))
 		changed(t, inv, "the first sync")
-		checkVM(t, inv, vm1, name1, "", -1)
-		checkVM(t, inv, vm2, name2, "", -1)
+		checkVM(t, inv, vm1, name1, "", "", -1)
+		checkVM(t, inv, vm2, name2, "", "", -1)
 		if _, ok := inv.Lookup(0xfffe); ok {
 			t.Error("the bridge's LOCAL port counts as a VM port")
 		}
@@ -200,11 +200,11 @@ func TestLab(t *testing.T) {
 		vsctl(t, l, "set", "Port", name1, "other_config:net_uuid=net-b", "other_config:network_type=vxlan", "tag=1")
 		eventually(t, "vm1's network", func() bool { p, _ := inv.Lookup(vm1.OFPort); return p.Network == "net-b" })
 		changed(t, inv, "vm1's binding")
-		checkVM(t, inv, vm1, name1, "net-b", 1)
+		checkVM(t, inv, vm1, name1, "net-b", "vxlan", 1)
 		vsctl(t, l, "set", "Port", name2, "other_config:net_uuid=net-a", "tag=2")
 		eventually(t, "two networks", func() bool { return len(inv.Networks()) == 2 })
 		changed(t, inv, "vm2's binding")
-		checkVM(t, inv, vm2, name2, "net-a", 2)
+		checkVM(t, inv, vm2, name2, "net-a", "", 2)
 		if nets := inv.Networks(); !slices.Equal(nets, []string{"net-a", "net-b"}) {
 			t.Errorf("Networks = %v", nets)
 		}
@@ -221,7 +221,7 @@ func TestLab(t *testing.T) {
 		}
 		eventually(t, "vm3", func() bool { _, ok := inv.Lookup(vm3.OFPort); return ok })
 		changed(t, inv, "vm3")
-		checkVM(t, inv, vm3, ifaceName(t, l, vm3.OFPort), "", -1)
+		checkVM(t, inv, vm3, ifaceName(t, l, vm3.OFPort), "", "", -1)
 		if got := inv.Stats()["vm_ports"]; got != 3 {
 			t.Errorf("vm_ports %d, want 3", got)
 		}
@@ -273,7 +273,7 @@ func TestLab(t *testing.T) {
 		}
 		eventually(t, "not ready", func() bool { return !inv.Ready() })
 		// The last known state keeps answering during the outage.
-		checkVM(t, inv, vm1, name1, "net-b", 1)
+		checkVM(t, inv, vm1, name1, "net-b", "vxlan", 1)
 
 		// While the server is down, change the database behind its back:
 		// vm1 moves to another network, vm3's port is deleted.
@@ -298,7 +298,7 @@ func TestLab(t *testing.T) {
 		eventually(t, "ready again", inv.Ready)
 		t.Logf("synced again %v after the restart", time.Since(restarted))
 		changed(t, inv, "the resync")
-		checkVM(t, inv, vm1, name1, "net-c", 1)
+		checkVM(t, inv, vm1, name1, "net-c", "", 1)
 		if p, ok := inv.Lookup(vm3.OFPort); ok {
 			t.Errorf("vm3's port, deleted during the outage, is still there: %+v", p)
 		}

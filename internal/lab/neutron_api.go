@@ -276,6 +276,70 @@ func (n *Neutron) UpdatePortDNSName(id, dnsName string) error {
 	return n.updatePort(id, map[string]any{"dns_name": dnsName})
 }
 
+// AddressPair is one allowed address pair of a port.
+type AddressPair struct {
+	// IP is the pair's ip_address: an address or a prefix.
+	IP string
+	// MAC is its mac_address; nil means the port's own (Neutron fills
+	// it in).
+	MAC net.HardwareAddr
+}
+
+// SetAllowedAddressPairs replaces a port's allowed_address_pairs (nil
+// removes them). Neutron refuses pairs on a port without port security.
+func (n *Neutron) SetAllowedAddressPairs(id string, pairs []AddressPair) error {
+	list := make([]map[string]string, 0, len(pairs))
+	for _, p := range pairs {
+		e := map[string]string{"ip_address": p.IP}
+		if p.MAC != nil {
+			e["mac_address"] = p.MAC.String()
+		}
+		list = append(list, e)
+	}
+	return n.updatePort(id, map[string]any{"allowed_address_pairs": list})
+}
+
+// SetPortSecurity sets a port's port_security_enabled. Disabling it also
+// removes the port's security groups, as Neutron requires; enabling it
+// does not give them back.
+func (n *Neutron) SetPortSecurity(id string, enabled bool) error {
+	fields := map[string]any{"port_security_enabled": enabled}
+	if !enabled {
+		fields["security_groups"] = []string{}
+	}
+	return n.updatePort(id, fields)
+}
+
+// CreateRouter creates a router (no external gateway; the lab runs no L3
+// agent, so it routes nothing) and returns its ID.
+func (n *Neutron) CreateRouter(name string) (string, error) {
+	var resp struct {
+		Router struct {
+			ID string `json:"id"`
+		} `json:"router"`
+	}
+	err := n.do(http.MethodPost, "/v2.0/routers", map[string]any{"router": map[string]any{"name": name}}, &resp)
+	if err != nil {
+		return "", fmt.Errorf("lab: neutron: %w", err)
+	}
+	return resp.Router.ID, nil
+}
+
+// AddRouterInterface attaches a router to a subnet: Neutron creates a
+// port of device_owner network:router_interface holding the subnet's
+// gateway_ip, and returns its ID.
+func (n *Neutron) AddRouterInterface(routerID, subnetID string) (string, error) {
+	var resp struct {
+		PortID string `json:"port_id"`
+	}
+	err := n.do(http.MethodPut, "/v2.0/routers/"+url.PathEscape(routerID)+"/add_router_interface",
+		map[string]any{"subnet_id": subnetID}, &resp)
+	if err != nil {
+		return "", fmt.Errorf("lab: neutron: %w", err)
+	}
+	return resp.PortID, nil
+}
+
 // DeletePort deletes a port; a port that does not exist is an error.
 func (n *Neutron) DeletePort(id string) error {
 	if err := n.do(http.MethodDelete, "/v2.0/ports/"+url.PathEscape(id), nil, nil); err != nil {

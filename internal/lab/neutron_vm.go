@@ -2,6 +2,7 @@ package lab
 
 import (
 	"fmt"
+	"net"
 	"net/netip"
 	"strconv"
 	"strings"
@@ -209,6 +210,19 @@ func (n *Neutron) ConnectGateway(vm *VM) error {
 	}
 	if _, err := n.lab.Vsctl("set", "Port", n.lab.Bridge, "tag="+strconv.Itoa(tag)); err != nil {
 		return fmt.Errorf("lab: neutron: %w", err)
+	}
+	return nil
+}
+
+// SetSourceMAC gives the VM's eth0 another MAC, so that it sends (and
+// receives) frames with it; its bridge port, external_ids and Neutron port
+// are left as they are (vm.MAC stays the port's).
+func (vm *VM) SetSourceMAC(mac net.HardwareAddr) error {
+	if len(mac) != 6 {
+		return fmt.Errorf("lab: VM %s: bad MAC %v", vm.Name, mac)
+	}
+	if _, err := run(cmdTimeout, nil, "", "ip", "-n", vm.NetNS, "link", "set", "eth0", "address", mac.String()); err != nil {
+		return fmt.Errorf("lab: VM %s: %w", vm.Name, err)
 	}
 	return nil
 }

@@ -28,6 +28,8 @@ type Network struct {
 	// ptr maps an address of the network to the wire-form fqdn of its
 	// first dns_assignment entry (ports in id order).
 	ptr map[netip.Addr]string
+	// details are the subnets and ports beside the names (details.go).
+	details
 }
 
 // ID returns the Neutron network UUID.

@@ -15,6 +15,7 @@ import (
 	"github.com/gophercloud/gophercloud/v2/openstack"
 	"github.com/gophercloud/gophercloud/v2/openstack/identity/v3/tokens"
 	"github.com/gophercloud/gophercloud/v2/openstack/networking/v2/ports"
+	"github.com/gophercloud/gophercloud/v2/openstack/networking/v2/subnets"
 	"github.com/gophercloud/gophercloud/v2/pagination"
 )
 
@@ -30,7 +31,11 @@ const (
 var DefaultValidInterfaces = []string{"internal", "public"}
 
 // portFields are the only port attributes asked of Neutron.
-var portFields = []string{"id", "network_id", "mac_address", "fixed_ips", "dns_name", "dns_assignment"}
+var portFields = []string{"id", "network_id", "mac_address", "fixed_ips", "dns_name", "dns_assignment",
+	"device_owner", "port_security_enabled", "allowed_address_pairs"}
+
+// subnetFields are the only subnet attributes asked of Neutron.
+var subnetFields = []string{"id", "network_id", "cidr", "gateway_ip", "ip_version"}
 
 // AuthOptions is how to reach Neutron, with the names of keystoneauth's
 // options as Nova's [neutron] section has them.
@@ -245,6 +250,29 @@ type apiPort struct {
 	} `json:"fixed_ips"`
 	DNSName       string          `json:"dns_name"`
 	DNSAssignment []dnsAssignment `json:"dns_assignment"`
+	DeviceOwner   string          `json:"device_owner"`
+	// PortSecurityEnabled is nil when Neutron does not report it (no
+	// port_security extension): the port is then taken as secured.
+	PortSecurityEnabled *bool         `json:"port_security_enabled"`
+	AllowedAddressPairs []addressPair `json:"allowed_address_pairs"`
+}
+
+// addressPair is one entry of a port's allowed_address_pairs: ip_address
+// is an address or a prefix, mac_address a MAC (Neutron fills in the
+// port's own when the pair has none).
+type addressPair struct {
+	IPAddress  string `json:"ip_address"`
+	MACAddress string `json:"mac_address"`
+}
+
+// apiSubnet is a subnet as listed with subnetFields.
+type apiSubnet struct {
+	ID        string `json:"id"`
+	NetworkID string `json:"network_id"`
+	CIDR      string `json:"cidr"`
+	// GatewayIP is nil (JSON null) for a subnet without a gateway.
+	GatewayIP *string `json:"gateway_ip"`
+	IPVersion int     `json:"ip_version"`
 }
 
 // dnsAssignment is one entry of a port's dns_assignment.
@@ -254,25 +282,28 @@ type dnsAssignment struct {
 	FQDN      string `json:"fqdn"`
 }
 
-// portQuery is the query string of one port list request.
-type portQuery string
+// queryString is the query string of one port or subnet list request.
+type queryString string
 
 // ToPortListQuery implements ports.ListOptsBuilder.
-func (q portQuery) ToPortListQuery() (string, error) { return string(q), nil }
+func (q queryString) ToPortListQuery() (string, error) { return string(q), nil }
 
-// listQuery returns "?network_id=...&fields=..." for networks.
-func listQuery(networks []string) portQuery {
+// ToSubnetListQuery implements subnets.ListOptsBuilder.
+func (q queryString) ToSubnetListQuery() (string, error) { return string(q), nil }
+
+// listQuery returns "?network_id=...&fields=..." for networks and fields.
+func listQuery(networks, fields []string) queryString {
 	v := make(url.Values, 2)
 	v["network_id"] = networks
-	v["fields"] = portFields
-	return portQuery("?" + v.Encode())
+	v["fields"] = fields
+	return queryString("?" + v.Encode())
 }
 
 // listPorts lists the ports of networks, following Neutron's pagination
 // links when the server paginates.
 func listPorts(ctx context.Context, c *gophercloud.ServiceClient, networks []string) ([]apiPort, error) {
 	var all []apiPort
-	err := ports.List(c, listQuery(networks)).EachPage(ctx, func(_ context.Context, page pagination.Page) (bool, error) {
+	err := ports.List(c, listQuery(networks, portFields)).EachPage(ctx, func(_ context.Context, page pagination.Page) (bool, error) {
 		var batch []apiPort
 		if err := ports.ExtractPortsInto(page, &batch); err != nil {
 			return false, err
@@ -282,6 +313,28 @@ func listPorts(ctx context.Context, c *gophercloud.ServiceClient, networks []str
 	})
 	if err != nil {
 		return nil, fmt.Errorf("records: listing ports: %w", err)
+	}
+	return all, nil
+}
+
+// listSubnets lists the subnets of networks, following Neutron's
+// pagination links when the server paginates.
+func listSubnets(ctx context.Context, c *gophercloud.ServiceClient, networks []string) ([]apiSubnet, error) {
+	var all []apiSubnet
+	err := subnets.List(c, listQuery(networks, subnetFields)).EachPage(ctx, func(_ context.Context, page pagination.Page) (bool, error) {
+		var batch []apiSubnet
+		sp, ok := page.(subnets.SubnetPage)
+		if !ok {
+			return false, fmt.Errorf("unexpected page type %T", page)
+		}
+		if err := sp.ExtractIntoSlicePtr(&batch, "subnets"); err != nil {
+			return false, err
+		}
+		all = append(all, batch...)
+		return true, nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("records: listing subnets: %w", err)
 	}
 	return all, nil
 }

@@ -5,11 +5,23 @@
 // A Store lists the ports of every network that has a port on the bridge
 // (GET /v2.0/ports with one network_id parameter per network, 50 networks a
 // request, and only the fields id, network_id, mac_address, fixed_ips,
-// dns_name and dns_assignment), builds an immutable Network per network and
-// swaps the whole set in atomically, so lookups take no lock. Every sync is
-// a full list: changed_since is rejected by Neutron's default
-// filter_validation and never reports deletions, and the fields filter keeps
-// full lists small.
+// dns_name, dns_assignment, device_owner, port_security_enabled and
+// allowed_address_pairs) and, with one more request per 50 networks, their
+// subnets (GET /v2.0/subnets with the same network_id parameters and the
+// fields id, network_id, cidr, gateway_ip and ip_version): a sync of up to
+// 50 networks costs two requests (more only if Neutron paginates). It
+// builds an immutable Network per network and swaps the whole set in
+// atomically, so lookups take no lock. Every sync is a full list:
+// changed_since is rejected by Neutron's default filter_validation and
+// never reports deletions, and the fields filter keeps full lists small.
+//
+// Beside the names, a Network keeps what the daemon's flows and its
+// source-MAC check need (Network.Subnets, Network.Port, Network.Holds):
+// the subnets with their gateways; per port its device_owner,
+// port_security_enabled (true when Neutron does not report it), fixed IPs
+// and the MACs and addresses of its allowed_address_pairs; and the set of
+// addresses held by any port of the network, router interfaces and DHCP
+// ports included.
 //
 // Names of a port, per entry {ip_address, hostname, fqdn} of its
 // dns_assignment (one per fixed IP). The tenant chooses dns_name, so an
@@ -117,6 +129,8 @@ type Store struct {
 	syncs, syncErrors, lastSync atomic.Uint64
 	networks, names, portsCount atomic.Uint64
 
+	synced chan struct{} // capacity 1: coalesced end-of-sync signals
+
 	mu sync.Mutex // serialises syncs (Run and tests)
 }
 
@@ -132,7 +146,7 @@ func New(cfg Config) (*Store, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	s := &Store{cfg: cfg, hc: cfg.HTTPClient}
+	s := &Store{cfg: cfg, hc: cfg.HTTPClient, synced: make(chan struct{}, 1)}
 	if d := strings.TrimSuffix(cfg.Domain, "."); d != "" {
 		w, err := wireName(d)
 		if err != nil {
@@ -162,6 +176,13 @@ func (s *Store) Network(id string) *Network {
 	}
 	return (*m)[id]
 }
+
+// Synced returns a channel that receives a signal (coalesced: it holds at
+// most one) at the end of every sync, whether it succeeded or not. Each
+// sync follows a change of the bridge's ports (Run's changed), so a
+// consumer that derives state from the ports and the records recomputes it
+// on this signal alone.
+func (s *Store) Synced() <-chan struct{} { return s.synced }
 
 // Stats returns counters: syncs (successful), sync_errors, last_sync_unix
 // (time of the last successful sync, 0 before it), networks, names (owning
@@ -238,6 +259,7 @@ func (s *Store) sync(ctx context.Context, ids []string) error {
 		if ctx.Err() != nil {
 			return err // shutting down: not a failure of Neutron
 		}
+		defer s.signalSynced()
 		s.syncErrors.Add(1)
 		s.failed(err)
 		return err
@@ -259,7 +281,16 @@ func (s *Store) sync(ctx context.Context, ids []string) error {
 	s.portsCount.Store(nports)
 	s.lastSync.Store(uint64(now.Unix()))
 	s.syncs.Add(1)
+	s.signalSynced()
 	return nil
+}
+
+// signalSynced signals Synced without blocking.
+func (s *Store) signalSynced() {
+	select {
+	case s.synced <- struct{}{}:
+	default:
+	}
 }
 
 // failed logs a sync failure: Warn for the first of an outage, Debug after.
@@ -276,8 +307,8 @@ func (s *Store) failed(err error) {
 	s.cfg.Logger.Warn("neutron unreachable, answering from records of "+s.lastGood.Format(time.RFC3339), "err", err)
 }
 
-// fetch lists the ports of ids (deduplicated, in chunks) and builds their
-// networks.
+// fetch lists the ports and subnets of ids (deduplicated, in chunks) and
+// builds their networks.
 func (s *Store) fetch(ctx context.Context, ids []string) (map[string]*Network, error) {
 	ids = slices.Clone(ids)
 	slices.Sort(ids)
@@ -296,14 +327,22 @@ func (s *Store) fetch(ctx context.Context, ids []string) (map[string]*Network, e
 		s.client = c
 	}
 	var all []apiPort
+	var subnets []apiSubnet
 	for chunk := range slices.Chunk(ids, NetworksPerRequest) {
 		p, err := listPorts(ctx, s.client, chunk)
 		if err != nil {
 			return nil, err
 		}
 		all = append(all, p...)
+		sn, err := listSubnets(ctx, s.client, chunk)
+		if err != nil {
+			return nil, err
+		}
+		subnets = append(subnets, sn...)
 	}
-	return build(all, ids, s.domain, time.Now(), s.cfg.Logger), nil
+	nets := build(all, ids, s.domain, time.Now(), s.cfg.Logger)
+	addDetails(nets, all, subnets, s.cfg.Logger)
+	return nets, nil
 }
 
 // build makes the Network of every id (sorted, unique) from ports; ports

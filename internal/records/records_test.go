@@ -19,9 +19,9 @@ import (
 	"time"
 )
 
-// fakeNeutron serves GET /v2.0/ports from a port list, records every
-// request, and optionally paginates or fails; with keystone set it also
-// serves POST /v3/auth/tokens.
+// fakeNeutron serves GET /v2.0/ports and GET /v2.0/subnets from a port
+// and a subnet list, records every request, and optionally paginates or
+// fails; with keystone set it also serves POST /v3/auth/tokens.
 type fakeNeutron struct {
 	t        *testing.T
 	srv      *httptest.Server
@@ -30,13 +30,16 @@ type fakeNeutron struct {
 	keystone bool
 	token    string
 
-	mu       sync.Mutex
-	ports    []map[string]any
-	fail     bool
-	queries  []url.Values
-	tokens   []string // X-Auth-Token of each ports request
-	authBody []map[string]any
-	listed   chan struct{} // receives after each ports request
+	mu            sync.Mutex
+	ports         []map[string]any
+	subnets       []map[string]any
+	fail          bool
+	failSubnets   bool
+	queries       []url.Values // of the ports requests
+	subnetQueries []url.Values
+	tokens        []string // X-Auth-Token of each ports request
+	authBody      []map[string]any
+	listed        chan struct{} // receives after each ports request
 }
 
 func newFakeNeutron(t *testing.T) *fakeNeutron {
@@ -69,7 +72,9 @@ func (f *fakeNeutron) serve(w http.ResponseWriter, r *http.Request) {
 	case f.keystone && r.Method == http.MethodPost && r.URL.Path == "/v3/auth/tokens":
 		f.serveToken(w, r)
 	case r.Method == http.MethodGet && r.URL.Path == f.prefix+"/v2.0/ports":
-		f.servePorts(w, r)
+		f.serveList(w, r, "ports")
+	case r.Method == http.MethodGet && r.URL.Path == f.prefix+"/v2.0/subnets":
+		f.serveList(w, r, "subnets")
 	default:
 		http.Error(w, "not found: "+r.Method+" "+r.URL.Path, http.StatusNotFound)
 	}
@@ -105,19 +110,27 @@ func (f *fakeNeutron) serveToken(w http.ResponseWriter, r *http.Request) {
 	_ = json.NewEncoder(w).Encode(resp)
 }
 
-func (f *fakeNeutron) servePorts(w http.ResponseWriter, r *http.Request) {
-	defer func() {
-		select {
-		case f.listed <- struct{}{}:
-		default:
-		}
-	}()
+// serveList serves the ports or the subnets (key) of the network_id
+// parameters.
+func (f *fakeNeutron) serveList(w http.ResponseWriter, r *http.Request, key string) {
 	q := r.URL.Query()
 	f.mu.Lock()
-	f.queries = append(f.queries, q)
-	f.tokens = append(f.tokens, r.Header.Get("X-Auth-Token"))
 	fail := f.fail
 	all := f.ports
+	if key == "subnets" {
+		f.subnetQueries = append(f.subnetQueries, q)
+		fail = fail || f.failSubnets
+		all = f.subnets
+	} else {
+		f.queries = append(f.queries, q)
+		f.tokens = append(f.tokens, r.Header.Get("X-Auth-Token"))
+		defer func() {
+			select {
+			case f.listed <- struct{}{}:
+			default:
+			}
+		}()
+	}
 	f.mu.Unlock()
 	if fail {
 		http.Error(w, "unavailable", http.StatusServiceUnavailable)
@@ -147,14 +160,14 @@ func (f *fakeNeutron) servePorts(w http.ResponseWriter, r *http.Request) {
 			}
 			next.Set("marker", out[end-1]["id"].(string))
 			next.Set("limit", strconv.Itoa(f.pageSize))
-			resp["ports_links"] = []any{map[string]any{"rel": "next", "href": f.srv.URL + r.URL.Path + "?" + next.Encode()}}
+			resp[key+"_links"] = []any{map[string]any{"rel": "next", "href": f.srv.URL + r.URL.Path + "?" + next.Encode()}}
 		}
 		out = out[start:end]
 	}
 	if out == nil {
 		out = []map[string]any{}
 	}
-	resp["ports"] = out
+	resp[key] = out
 	w.Header().Set("Content-Type", "application/json")
 	_ = json.NewEncoder(w).Encode(resp)
 }
@@ -399,7 +412,8 @@ func TestQueryParameters(t *testing.T) {
 			t.Errorf("request %d: %d network_id, want %d", i, n, want)
 		}
 		seen = append(seen, q["network_id"]...)
-		if got := q["fields"]; !slices.Equal(got, []string{"id", "network_id", "mac_address", "fixed_ips", "dns_name", "dns_assignment"}) {
+		if got := q["fields"]; !slices.Equal(got, []string{"id", "network_id", "mac_address", "fixed_ips", "dns_name", "dns_assignment",
+			"device_owner", "port_security_enabled", "allowed_address_pairs"}) {
 			t.Errorf("fields = %v", got)
 		}
 		if q.Has("changed_since") {

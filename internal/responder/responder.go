@@ -40,12 +40,33 @@ type Limiter interface {
 // PortInfo is what the responder knows of the Neutron VM port behind an
 // OpenFlow port.
 type PortInfo struct {
-	// MAC is the port's attached-mac: a query from another source MAC is
-	// spoofed and dropped.
+	// MAC is the port's attached-mac. A query from a source MAC that is
+	// neither MAC nor one of AllowedMACs, unless AnyMAC, is spoofed and
+	// dropped.
 	MAC [6]byte
+	// AllowedMACs are further source MACs the port may send from (its
+	// allowed address pairs'); the slice is only read.
+	AllowedMACs [][6]byte
+	// AnyMAC accepts every source MAC (the port's port security is
+	// disabled).
+	AnyMAC bool
 	// Network and PortID are the Neutron network and port ids; Network
 	// is "" until the agent has bound the port.
 	Network, PortID string
+}
+
+// accepts reports whether a query from source MAC mac is the port's. It
+// does not allocate: a scan of a few MACs.
+func (p *PortInfo) accepts(mac [6]byte) bool {
+	if p.AnyMAC || p.MAC == mac {
+		return true
+	}
+	for _, m := range p.AllowedMACs {
+		if m == mac {
+			return true
+		}
+	}
+	return false
 }
 
 // Ports finds the Neutron VM port behind an OpenFlow port; false means the
@@ -207,7 +228,7 @@ func (r *Responder) HandlePacketIn(inPort uint32, data []byte) {
 	if r.cfg.Ports != nil {
 		port, known = r.cfg.Ports.Port(inPort)
 	}
-	if known && port.MAC != j.q.SrcMAC {
+	if known && !port.accepts(j.q.SrcMAC) {
 		r.drop(j, reasonSpoofedMAC)
 		return
 	}

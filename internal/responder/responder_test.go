@@ -379,6 +379,62 @@ func TestSpoofedMAC(t *testing.T) {
 	}
 }
 
+func TestAllowedMACs(t *testing.T) {
+	pairMAC := [6]byte{0xfa, 0x16, 0x3e, 0xaa, 0, 2}
+	ports := PortsFunc(func(ofport uint32) (PortInfo, bool) {
+		switch ofport {
+		case 7: // allowed address pairs
+			return PortInfo{MAC: vmMAC, AllowedMACs: [][6]byte{{0xfa, 0x16, 0x3e, 0xaa, 0, 1}, pairMAC}, Network: "net-a", PortID: "port-1"}, true
+		case 8: // port security disabled
+			return PortInfo{MAC: vmMAC, AnyMAC: true, Network: "net-b", PortID: "port-2"}, true
+		}
+		return PortInfo{}, false
+	})
+	s := newSender()
+	networks := make(chan string, 10)
+	h := resolver.HandlerFunc(func(ctx context.Context, r *resolver.Request, dst []byte) ([]byte, error) {
+		networks <- r.Network
+		return answering(1)(ctx, r, dst)
+	})
+	r := New(Config{Services: []netip.AddrPort{service4}, Handler: h, Out: s, MaxInflight: 10, MaxUDPSize: 1232, MTU: 1500, Ports: ports})
+	from := func(src [6]byte, name string) []byte {
+		f := requestFrame(t, vm4, service4, query(t, name, dns.TypeA, 0))
+		copy(f[6:12], src[:])
+		return f
+	}
+	other := [6]byte{0x0e, 1, 2, 3, 4, 5}
+	r.HandlePacketIn(7, from(other, "spoofed."))
+	r.HandlePacketIn(7, from(pairMAC, "pair."))
+	if p := s.next(t); p.msg.Question[0].Name != "pair." || p.q.DstMAC != pairMAC || p.inPort != 7 {
+		t.Errorf("answered %v to %x on %d", p.msg.Question, p.q.DstMAC, p.inPort)
+	}
+	r.HandlePacketIn(7, from(vmMAC, "attached."))
+	if p := s.next(t); p.msg.Question[0].Name != "attached." {
+		t.Errorf("answered %v", p.msg.Question)
+	}
+	r.HandlePacketIn(8, from(other, "open."))
+	if p := s.next(t); p.msg.Question[0].Name != "open." || p.q.DstMAC != other || p.inPort != 8 {
+		t.Errorf("answered %v to %x on %d", p.msg.Question, p.q.DstMAC, p.inPort)
+	}
+	for _, want := range []string{"net-a", "net-a", "net-b"} {
+		if got := <-networks; got != want {
+			t.Errorf("network %q, want %q", got, want)
+		}
+	}
+	if st := r.Stats(); st[reasonSpoofedMAC] != 1 || st["answers"] != 3 {
+		t.Errorf("stats %v", st)
+	}
+	info, _ := ports.Port(7)
+	allocs := testing.AllocsPerRun(100, func() {
+		if !info.accepts(pairMAC) || info.accepts(other) {
+			t.Fatal("accepts")
+		}
+	})
+	if allocs != 0 {
+		t.Errorf("the MAC check allocates %v times", allocs)
+	}
+}
+
 func TestIntercept(t *testing.T) {
 	outside := netip.MustParseAddrPort("192.0.2.53:53")
 	local := resolver.HandlerFunc(func(ctx context.Context, r *resolver.Request, dst []byte) ([]byte, error) {
