@@ -181,20 +181,21 @@ func (d *daemon) build() error {
 		chain = d.local
 	}
 	d.resp = responder.New(responder.Config{
-		Services:     cfg.ClientServers,
-		Handler:      chain,
-		Out:          d.sw,
-		MaxInflight:  cfg.MaxInflight,
-		MaxUDPSize:   cfg.MaxUDPSize,
-		MTU:          cfg.MTU,
-		Deadline:     queryDeadline(cfg),
-		Limiter:      portLimiter(cfg),
-		TrustAD:      cfg.TrustUpstreamAD,
-		InterceptAll: cfg.InterceptAllDNS,
-		Reinject:     d.sw,
-		Ports:        ports(d.inv),
-		Observe:      d.observe,
-		Logger:       logger,
+		Services:           cfg.ClientServers,
+		Handler:            chain,
+		Out:                d.sw,
+		MaxInflight:        cfg.MaxInflight,
+		MaxInflightPerPort: cfg.MaxInflightPerPort,
+		MaxUDPSize:         cfg.MaxUDPSize,
+		MTU:                cfg.MTU,
+		Deadline:           queryDeadline(cfg),
+		Limiter:            portLimiter(cfg),
+		TrustAD:            cfg.TrustUpstreamAD,
+		InterceptAll:       cfg.InterceptAllDNS,
+		Reinject:           d.sw,
+		Ports:              ports(d.inv),
+		Observe:            d.observe,
+		Logger:             logger,
 	})
 	if cfg.MetricsListen != "" {
 		d.metrics = metrics.New(d.metricSources())

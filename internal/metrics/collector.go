@@ -48,9 +48,10 @@ var responderDrops = []string{
 // listed are counters named <prefix>_<key>_total.
 func components(src Sources) []component {
 	responder := map[string]export{
-		"formerr":          {kindRefusal, "malformed"},
-		"notimp":           {kindRefusal, "not_implemented"},
-		"refused_inflight": {kindRefusal, "inflight_limit"},
+		"formerr":               {kindRefusal, "malformed"},
+		"notimp":                {kindRefusal, "not_implemented"},
+		"refused_inflight":      {kindRefusal, "inflight_limit"},
+		"refused_port_inflight": {kindRefusal, "port_inflight_limit"},
 	}
 	for _, r := range responderDrops {
 		responder[r] = export{kindDrop, r}

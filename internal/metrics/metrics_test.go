@@ -23,7 +23,7 @@ func testSources() Sources {
 	return Sources{
 		Responder: func() map[string]uint64 {
 			return map[string]uint64{"queries": 10, "answers": 9, "formerr": 2, "refused_inflight": 3,
-				"spoofed_mac": 4, "rate_limited": 5, "truncated": 6}
+				"refused_port_inflight": 12, "spoofed_mac": 4, "rate_limited": 5, "truncated": 6}
 		},
 		Cache: func() map[string]uint64 {
 			return map[string]uint64{"hits": 7, "misses": 8, "evictions": 1, "entries": 42, "stale_served": 2}
@@ -80,6 +80,7 @@ func TestScrape(t *testing.T) {
 		`ovs_dns_forwarder_drops_total{reason="rate_limited"} 5`,
 		`ovs_dns_forwarder_drops_total{reason="truncated"} 6`,
 		`ovs_dns_forwarder_refusals_total{reason="inflight_limit"} 3`,
+		`ovs_dns_forwarder_refusals_total{reason="port_inflight_limit"} 12`,
 		`ovs_dns_forwarder_refusals_total{reason="malformed"} 2`,
 		`ovs_dns_forwarder_responder_queries_total 10`,
 		`ovs_dns_forwarder_cache_hits_total 7`,
