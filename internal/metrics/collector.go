@@ -68,7 +68,9 @@ func components(src Sources) []component {
 		{"forward", src.Forward, map[string]export{
 			"servers_down": {kindGauge, "servers_down"},
 		}},
-		{"upstream_client", src.Upstream, nil},
+		{"upstream_client", src.Upstream, map[string]export{
+			"sockets": {kindGauge, "sockets"},
+		}},
 		{"openflow", src.OpenFlow, map[string]export{
 			"meter_drops": {kindDrop, "meter"},
 			"ports":       {kindGauge, "ports"},

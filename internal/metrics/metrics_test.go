@@ -28,7 +28,8 @@ func testSources() Sources {
 		Cache: func() map[string]uint64 {
 			return map[string]uint64{"hits": 7, "misses": 8, "evictions": 1, "entries": 42, "stale_served": 2}
 		},
-		Forward: func() map[string]uint64 { return map[string]uint64{"failovers": 3, "servers_down": 1} },
+		Forward:  func() map[string]uint64 { return map[string]uint64{"failovers": 3, "servers_down": 1} },
+		Upstream: func() map[string]uint64 { return map[string]uint64{"sent": 9, "sockets": 16} },
 		OpenFlow: func() map[string]uint64 {
 			return map[string]uint64{"reconnects": 2, "flow_reinstalls": 5, "meter_drops": 11, "flows": 6}
 		},
@@ -90,6 +91,9 @@ func TestScrape(t *testing.T) {
 		`ovs_dns_forwarder_cache_entries 42`,
 		`ovs_dns_forwarder_forward_failovers_total 3`,
 		`ovs_dns_forwarder_forward_servers_down 1`,
+		`ovs_dns_forwarder_upstream_client_sent_total 9`,
+		`ovs_dns_forwarder_upstream_client_sockets 16`,
+		"# TYPE ovs_dns_forwarder_upstream_client_sockets gauge",
 		`ovs_dns_forwarder_inflight 17`,
 		`ovs_dns_forwarder_openflow_connected 1`,
 		`ovs_dns_forwarder_openflow_reconnects_total 2`,
