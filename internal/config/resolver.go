@@ -41,8 +41,8 @@ const (
 // queries as the dnsmasq of Neutron's DHCP agent forwarded at once for a
 // whole network (its --dns-forward-max default), so a VM running its own
 // dnsmasq never meets it, while a stub resolver needs a handful (glibc asks
-// A and AAAA together); seven VMs at their share leave room for the others
-// under the default max_inflight of 1024.
+// A and AAAA together); six VMs at their share leave 124 of the default
+// max_inflight of 1024 for the others.
 const DefaultMaxInflightPerPort = 150
 
 // Limits of the resolver's integer options.

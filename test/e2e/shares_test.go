@@ -151,7 +151,7 @@ func (e *env) flood(flooder, victim *lab.VM, zone, tag string) floodResult {
 // server is marked down, the default upstream never is. Everything runs
 // with the defaults (max_inflight 1024, upstream timeout 5 s, per-port
 // rate limit and meter 1024/s), where the flood alone would hold 4500
-// slots.
+// slots: the last phase shows it, with max_inflight_per_port = 0.
 func TestFairShares(t *testing.T) {
 	e := newEnv(t, 2)
 	flooder, victim := e.vms[0], e.vms[1]
@@ -159,8 +159,11 @@ func TestFairShares(t *testing.T) {
 	e.setNetwork(victim, "net-victim")
 	dead := e.startFake(nil)
 	def := e.slowDomainUpstream("slow.test.")
-	e.startDaemon(e.config([]string{def.String()}, "upstream_dns_query_timeout = 5",
-		"forward_zones = dead.test="+dead.String()))
+	cfg := func(extra ...string) string {
+		return e.config([]string{def.String()}, append([]string{"upstream_dns_query_timeout = 5",
+			"forward_zones = dead.test=" + dead.String()}, extra...)...)
+	}
+	p := e.startDaemon(cfg())
 	refusals := func(m metricsSnapshot, reason string) float64 {
 		return m.value(`ovs_dns_forwarder_refusals_total{reason="` + reason + `"}`)
 	}
@@ -209,6 +212,20 @@ func TestFairShares(t *testing.T) {
 	t.Logf("forward: %.0f timeouts, %.0f checks (%.0f passed), %.0f failures after a reply",
 		m.value("ovs_dns_forwarder_forward_timeouts_total"), m.value("ovs_dns_forwarder_forward_checks_total"),
 		m.value("ovs_dns_forwarder_forward_checks_passed_total"), m.value("ovs_dns_forwarder_forward_failures_while_up_total"))
+
+	t.Run("without shares", func(t *testing.T) {
+		if err := p.Stop(); err != nil {
+			t.Fatal(err)
+		}
+		e.startDaemon(cfg("max_inflight_per_port = 0"))
+		r := e.flood(flooder, victim, "dead.test", "n")
+		total := refusals(e.metrics(), "inflight_limit")
+		t.Logf("flood: %d sent, %d completed (%d REFUSED, %d SERVFAIL); daemon: %.0f refused over max_inflight, in flight at most %.0f; second VM: %d of 20 answered",
+			r.sent, r.completed, r.refused, r.servfail, total, r.maxInflight, r.answered)
+		if total == 0 {
+			t.Errorf("without shares the flood did not reach max_inflight: the phases above prove nothing")
+		}
+	})
 }
 
 // udpSocketsTo counts the daemon's UDP sockets connected to server, with
