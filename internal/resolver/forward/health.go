@@ -154,7 +154,7 @@ func (f *Forward) failed(ctx context.Context, s *server, err error, sent time.Ti
 	s.fails.Add(1)
 	s.mu.Lock()
 	s.lastErr = err
-	if s.lastReply.Load() >= f.clock(sent) {
+	if last := s.lastReply.Load(); last != 0 && last >= f.clock(sent) {
 		s.mu.Unlock()
 		f.stats.failuresWhileUp.Add(1)
 		return
