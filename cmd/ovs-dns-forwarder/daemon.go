@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/signal"
 	"reflect"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -181,20 +182,21 @@ func (d *daemon) build() error {
 		chain = d.local
 	}
 	d.resp = responder.New(responder.Config{
-		Services:     cfg.ClientServers,
-		Handler:      chain,
-		Out:          d.sw,
-		MaxInflight:  cfg.MaxInflight,
-		MaxUDPSize:   cfg.MaxUDPSize,
-		MTU:          cfg.MTU,
-		Deadline:     queryDeadline(cfg),
-		Limiter:      portLimiter(cfg),
-		TrustAD:      cfg.TrustUpstreamAD,
-		InterceptAll: cfg.InterceptAllDNS,
-		Reinject:     d.sw,
-		Ports:        ports(d.inv, d.store),
-		Observe:      d.observe,
-		Logger:       logger,
+		Services:           cfg.ClientServers,
+		Handler:            chain,
+		Out:                d.sw,
+		MaxInflight:        cfg.MaxInflight,
+		MaxInflightPerPort: cfg.MaxInflightPerPort,
+		MaxUDPSize:         cfg.MaxUDPSize,
+		MTU:                cfg.MTU,
+		Deadline:           queryDeadline(cfg),
+		Limiter:            portLimiter(cfg),
+		TrustAD:            cfg.TrustUpstreamAD,
+		InterceptAll:       cfg.InterceptAllDNS,
+		Reinject:           d.sw,
+		Ports:              ports(d.inv, d.store),
+		Observe:            d.observe,
+		Logger:             logger,
 	})
 	if cfg.MetricsListen != "" {
 		d.metrics = metrics.New(d.metricSources())
@@ -388,8 +390,8 @@ var reloadable = map[string]bool{
 
 // reload reads the configuration files again and applies what can change
 // without a restart: log level, query log, per-port limit, upstreams
-// (policy, zones, timeout; the cache is flushed). It logs what changed and
-// what needs a restart.
+// (policy, zones, timeout; the cache is flushed and the sockets of removed
+// upstreams are closed). It logs what changed and what needs a restart.
 func (d *daemon) reload() {
 	_ = systemd.Notify(fmt.Sprintf("RELOADING=1\nMONOTONIC_USEC=%d", monotonicMicros()))
 	defer func() { _ = systemd.Notify("READY=1") }()
@@ -432,6 +434,9 @@ func (d *daemon) reload() {
 			if d.cache != nil {
 				d.cache.Flush()
 			}
+			if gone := d.client.Retain(upstreams(next)); len(gone) > 0 {
+				d.logger.Info("reload: closing the sockets of removed upstreams", "servers", gone)
+			}
 			running.UpstreamServers, running.UpstreamTimeout = next.UpstreamServers, next.UpstreamTimeout
 			running.UpstreamPolicy, running.ForwardZones = next.UpstreamPolicy, next.ForwardZones
 			d.resp.SetDeadline(queryDeadline(next))
@@ -439,6 +444,16 @@ func (d *daemon) reload() {
 	}
 	d.cfg = &running
 	d.logger.Info("configuration reloaded", "applied", applied, "needs_restart", restart)
+}
+
+// upstreams returns every server of cfg: the default upstreams and the
+// zones' servers.
+func upstreams(cfg *config.Config) []netip.AddrPort {
+	all := slices.Clone(cfg.UpstreamServers)
+	for _, z := range cfg.ForwardZones {
+		all = append(all, z.Servers...)
+	}
+	return all
 }
 
 // monotonicMicros is CLOCK_MONOTONIC in microseconds, as sd_notify's

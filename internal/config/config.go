@@ -108,6 +108,9 @@ type Config struct {
 	ControllerID uint16
 	// MaxInflight bounds the queries being answered at once.
 	MaxInflight int
+	// MaxInflightPerPort bounds the queries of one VM port being answered
+	// at once (within MaxInflight); 0 turns the per-port bound off.
+	MaxInflightPerPort int
 	// MaxUDPSize is the largest DNS answer sent over UDP to a client
 	// that advertises a larger EDNS buffer.
 	MaxUDPSize int
@@ -198,6 +201,7 @@ func Defaults() *Config {
 		FlowCookie:               0x444e53,
 		ControllerID:             53,
 		MaxInflight:              1024,
+		MaxInflightPerPort:       DefaultMaxInflightPerPort,
 		MaxUDPSize:               1232,
 		MTU:                      1500,
 		CacheSize:                10000,

@@ -47,6 +47,7 @@ func TestDefaults(t *testing.T) {
 		FlowCookie:               0x444e53,
 		ControllerID:             53,
 		MaxInflight:              1024,
+		MaxInflightPerPort:       150,
 		MaxUDPSize:               1232,
 		MTU:                      1500,
 		CacheSize:                10000,

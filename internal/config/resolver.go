@@ -27,6 +27,7 @@ const (
 	optMeterBurst       = "meter_burst"
 	optPortMeterRate    = "port_meter_rate"
 	optPortMeterBurst   = "port_meter_burst"
+	optInflightPerPort  = "max_inflight_per_port"
 )
 
 // Values of upstream_policy.
@@ -35,6 +36,14 @@ const (
 	PolicyRoundRobin = "round_robin"
 	PolicyRandom     = "random"
 )
+
+// DefaultMaxInflightPerPort is max_inflight_per_port's default: as many
+// queries as the dnsmasq of Neutron's DHCP agent forwarded at once for a
+// whole network (its --dns-forward-max default), so a VM running its own
+// dnsmasq never meets it, while a stub resolver needs a handful (glibc asks
+// A and AAAA together); six VMs at their share leave 124 of the default
+// max_inflight of 1024 for the others.
+const DefaultMaxInflightPerPort = 150
 
 // Limits of the resolver's integer options.
 const (
@@ -85,6 +94,9 @@ func (s settings) resolverSteps(c *Config) []func() error {
 		func() error { return intOption(s, sectionDNS, optPortMeterRate, 1, maxRate, &c.PortMeterRate) },
 		func() error {
 			return intOption(s, sectionDNS, optPortMeterBurst, minMeterBurst, maxRate, &c.PortMeterBurst)
+		},
+		func() error {
+			return intOption(s, sectionDNS, optInflightPerPort, 0, maxInflightLimit, &c.MaxInflightPerPort)
 		},
 	}
 }

@@ -47,6 +47,10 @@ func TestResolverOptions(t *testing.T) {
 			`config file t.ini:2: invalid value "sometimes" for option [dns_forwarder] serve_stale: not a boolean (want true/false, yes/no, on/off or 1/0)`},
 		{"burst zero", "port_rate_burst = 0\n", nil,
 			`config file t.ini:2: invalid value "0" for option [dns_forwarder] port_rate_burst: out of range (want 1 to 16777216)`},
+		{"inflight per port", "max_inflight_per_port = 32\n", func(c *Config) { c.MaxInflightPerPort = 32 }, ""},
+		{"inflight per port off", "max_inflight_per_port = 0\n", func(c *Config) { c.MaxInflightPerPort = 0 }, ""},
+		{"inflight per port negative", "max_inflight_per_port = -1\n", nil,
+			`config file t.ini:2: invalid value "-1" for option [dns_forwarder] max_inflight_per_port: out of range (want 0 to 1048576)`},
 	})
 }
 

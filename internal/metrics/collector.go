@@ -48,10 +48,11 @@ var responderDrops = []string{
 // listed are counters named <prefix>_<key>_total.
 func components(src Sources) []component {
 	responder := map[string]export{
-		"formerr":          {kindRefusal, "malformed"},
-		"notimp":           {kindRefusal, "not_implemented"},
-		"badvers":          {kindRefusal, "bad_edns_version"},
-		"refused_inflight": {kindRefusal, "inflight_limit"},
+		"formerr":               {kindRefusal, "malformed"},
+		"notimp":                {kindRefusal, "not_implemented"},
+		"badvers":               {kindRefusal, "bad_edns_version"},
+		"refused_inflight":      {kindRefusal, "inflight_limit"},
+		"refused_port_inflight": {kindRefusal, "port_inflight_limit"},
 	}
 	for _, r := range responderDrops {
 		responder[r] = export{kindDrop, r}
@@ -69,7 +70,9 @@ func components(src Sources) []component {
 		{"forward", src.Forward, map[string]export{
 			"servers_down": {kindGauge, "servers_down"},
 		}},
-		{"upstream_client", src.Upstream, nil},
+		{"upstream_client", src.Upstream, map[string]export{
+			"sockets": {kindGauge, "sockets"},
+		}},
 		{"openflow", src.OpenFlow, map[string]export{
 			"meter_drops": {kindDrop, "meter"},
 			"ports":       {kindGauge, "ports"},

@@ -23,12 +23,13 @@ func testSources() Sources {
 	return Sources{
 		Responder: func() map[string]uint64 {
 			return map[string]uint64{"queries": 10, "answers": 9, "formerr": 2, "refused_inflight": 3,
-				"spoofed_mac": 4, "rate_limited": 5, "truncated": 6}
+				"refused_port_inflight": 12, "spoofed_mac": 4, "rate_limited": 5, "truncated": 6}
 		},
 		Cache: func() map[string]uint64 {
 			return map[string]uint64{"hits": 7, "misses": 8, "evictions": 1, "entries": 42, "stale_served": 2}
 		},
-		Forward: func() map[string]uint64 { return map[string]uint64{"failovers": 3, "servers_down": 1} },
+		Forward:  func() map[string]uint64 { return map[string]uint64{"failovers": 3, "servers_down": 1} },
+		Upstream: func() map[string]uint64 { return map[string]uint64{"sent": 9, "sockets": 16} },
 		OpenFlow: func() map[string]uint64 {
 			return map[string]uint64{"reconnects": 2, "flow_reinstalls": 5, "meter_drops": 11, "flows": 6}
 		},
@@ -80,6 +81,7 @@ func TestScrape(t *testing.T) {
 		`ovs_dns_forwarder_drops_total{reason="rate_limited"} 5`,
 		`ovs_dns_forwarder_drops_total{reason="truncated"} 6`,
 		`ovs_dns_forwarder_refusals_total{reason="inflight_limit"} 3`,
+		`ovs_dns_forwarder_refusals_total{reason="port_inflight_limit"} 12`,
 		`ovs_dns_forwarder_refusals_total{reason="malformed"} 2`,
 		`ovs_dns_forwarder_responder_queries_total 10`,
 		`ovs_dns_forwarder_cache_hits_total 7`,
@@ -89,6 +91,9 @@ func TestScrape(t *testing.T) {
 		`ovs_dns_forwarder_cache_entries 42`,
 		`ovs_dns_forwarder_forward_failovers_total 3`,
 		`ovs_dns_forwarder_forward_servers_down 1`,
+		`ovs_dns_forwarder_upstream_client_sent_total 9`,
+		`ovs_dns_forwarder_upstream_client_sockets 16`,
+		"# TYPE ovs_dns_forwarder_upstream_client_sockets gauge",
 		`ovs_dns_forwarder_inflight 17`,
 		`ovs_dns_forwarder_openflow_connected 1`,
 		`ovs_dns_forwarder_openflow_reconnects_total 2`,

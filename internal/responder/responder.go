@@ -99,6 +99,11 @@ type Config struct {
 	// MaxInflight bounds the queries being resolved at once; a query beyond
 	// it is answered REFUSED at once.
 	MaxInflight int
+	// MaxInflightPerPort bounds the queries of one VM port (keyed by
+	// OpenFlow port) being resolved at once, so that one VM cannot take
+	// the slots of the others; a query beyond it is answered REFUSED at
+	// once. 0 leaves only MaxInflight.
+	MaxInflightPerPort int
 	// MaxUDPSize caps the size of a UDP answer for clients that advertise a
 	// larger EDNS buffer.
 	MaxUDPSize int
@@ -145,7 +150,7 @@ const (
 // counterNames lists every counter the Responder keeps; Stats reports them
 // all, zero or not.
 var counterNames = []string{
-	"queries", "answers", "servfail", "servfail_bad_answer", "formerr", "notimp", "badvers", "refused_inflight", "answers_truncated",
+	"queries", "answers", "servfail", "servfail_bad_answer", "formerr", "notimp", "badvers", "refused_inflight", "refused_port_inflight", "answers_truncated",
 	reasonNotService, reasonRateLimited, reasonSpoofedMAC, reasonReinject, "reinjected", reasonDNSHeader, reasonNotQuery, reasonReplyTooBig, reasonPacketOut, reasonOther,
 }
 
@@ -160,6 +165,10 @@ type Responder struct {
 	limiter atomic.Pointer[limiterBox]
 	// deadline is Config.Deadline, as SetDeadline last changed it.
 	deadline atomic.Int64
+	// portInflight counts the queries being resolved by OpenFlow port,
+	// indexed by the port number; ports outside 1 to maxPortSlot-1 share
+	// slot 0 (see portSlot). Nil without MaxInflightPerPort.
+	portInflight []atomic.Int32
 }
 
 // limiterBox lets an interface value live in an atomic.Pointer.
@@ -175,6 +184,9 @@ func New(cfg Config) *Responder {
 		r.counters[name] = new(atomic.Uint64)
 	}
 	r.jobs.New = func() any { return new(job) }
+	if cfg.MaxInflightPerPort > 0 {
+		r.portInflight = make([]atomic.Int32, maxPortSlot)
+	}
 	r.SetLimiter(cfg.Limiter)
 	r.SetDeadline(cfg.Deadline)
 	return r
@@ -283,21 +295,65 @@ func (r *Responder) HandlePacketIn(inPort uint32, data []byte) {
 			return
 		}
 	}
-	if r.inflight.Add(1) > int64(r.cfg.MaxInflight) {
-		r.inflight.Add(-1)
+	share, refusal := r.takeSlot(inPort)
+	if refusal != "" {
 		if j.intercepted {
 			r.reinject(j)
 			return
 		}
-		r.replyError(j, dns.RcodeRefused, "refused_inflight")
+		r.replyError(j, dns.RcodeRefused, refusal)
 		return
 	}
-	go r.serve(j)
+	go r.serve(j, share)
 }
 
-// serve resolves one query and sends the answer.
-func (r *Responder) serve(j *job) {
+// maxPortSlot is the number of per-port in-flight counters: OpenFlow port
+// numbers of Open vSwitch's ports run from 1 to 0xfeff (OFPP_MAX is
+// 0xff00), so the counters are an array indexed by the port, 255 KiB
+// allocated once, looked up without a lock, a hash or an allocation.
+const maxPortSlot = 0xff00
+
+// portSlot returns the index of port's in-flight counter: the port itself,
+// or 0 (not a port number) for the reserved ports (LOCAL and the like),
+// which share it.
+func portSlot(port uint32) int {
+	if port >= maxPortSlot {
+		return 0
+	}
+	return int(port)
+}
+
+// takeSlot counts a query of port inPort as in flight, for its port and in
+// all. It returns the port's counter (nil without per-port bound), which
+// the query gives back when it ends, or, when a bound would be passed, the
+// counter name of the refusal, having counted nothing. It does not
+// allocate.
+func (r *Responder) takeSlot(inPort uint32) (share *atomic.Int32, refusal string) {
+	if r.portInflight != nil {
+		share = &r.portInflight[portSlot(inPort)]
+		if share.Add(1) > int32(r.cfg.MaxInflightPerPort) {
+			share.Add(-1)
+			return nil, "refused_port_inflight"
+		}
+	}
+	if r.inflight.Add(1) > int64(r.cfg.MaxInflight) {
+		r.inflight.Add(-1)
+		if share != nil {
+			share.Add(-1)
+		}
+		return nil, "refused_inflight"
+	}
+	return share, ""
+}
+
+// serve resolves one query and sends the answer; share is the port's
+// in-flight counter takeSlot returned, given back at the end (j is
+// recycled by then and must not be read).
+func (r *Responder) serve(j *job, share *atomic.Int32) {
 	defer r.inflight.Add(-1)
+	if share != nil {
+		defer share.Add(-1)
+	}
 	ctx := context.Background()
 	if d := time.Duration(r.deadline.Load()); d > 0 {
 		var cancel context.CancelFunc
@@ -420,6 +476,16 @@ func (r *Responder) SetLimiter(l Limiter) { r.limiter.Store(&limiterBox{l}) }
 
 // Inflight returns the number of queries being resolved now.
 func (r *Responder) Inflight() int64 { return r.inflight.Load() }
+
+// PortInflight returns the number of queries of OpenFlow port port being
+// resolved now (0 without MaxInflightPerPort); the reserved ports (above
+// 0xfeff) are counted together.
+func (r *Responder) PortInflight(port uint32) int {
+	if r.portInflight == nil {
+		return 0
+	}
+	return int(r.portInflight[portSlot(port)].Load())
+}
 
 // Stats returns a snapshot of the counters: queries received, answers sent
 // by kind, and drops by reason.

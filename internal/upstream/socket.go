@@ -20,6 +20,9 @@ func (c *Client) open(p *pool) (*socket, error) {
 	if c.closed {
 		return nil, ErrClosed
 	}
+	if p.dropped {
+		return nil, fmt.Errorf("upstream %v: %w (no longer a server)", p.server, ErrClosed)
+	}
 	conn, err := net.DialUDP(p.network, nil, net.UDPAddrFromAddrPort(p.server))
 	if err != nil {
 		c.stats.errors.Add(1)
@@ -167,6 +170,17 @@ func (s *socket) deliver(msg []byte) {
 	ex.dst = append(ex.dst, msg...)
 	c.stats.replies.Add(1)
 	ex.done <- struct{}{}
+}
+
+// retire makes s take no new exchange; it closes once the exchanges
+// waiting on it end, at once when there are none.
+func (s *socket) retire() {
+	s.mu.Lock()
+	if !s.retired {
+		s.retired = true
+		s.client.stats.socketsRetired.Add(1)
+	}
+	s.unlock()
 }
 
 // shutdown ends every exchange on s with ErrClosed and closes s.

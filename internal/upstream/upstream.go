@@ -11,7 +11,9 @@
 // socket fail at once instead of at their deadline), and skips the route
 // lookup on every send. Sockets are renewed: one is retired after 10000
 // exchanges or 60 seconds, whichever comes first, and a fresh one takes its
-// place; exchanges already in flight on it finish, then it is closed.
+// place; exchanges already in flight on it finish, then it is closed. The
+// same happens to every socket of a server that Retain lets go (an
+// upstream removed by a reload).
 //
 // Each socket has one reader goroutine, which matches every datagram to the
 // exchange waiting for its ID on that socket and accepts it only if it is a
@@ -105,9 +107,12 @@ type Client struct {
 	exchanges sync.Pool
 	readers   sync.WaitGroup
 
-	mu     sync.Mutex // guards closed, live and the writes of pools
+	mu     sync.Mutex // guards closed, live, retained and the writes of pools
 	closed bool
 	live   map[*socket]struct{}
+	// retained, once Retain has been called, holds the only servers
+	// exchanges may go to (unmapped); nil allows any.
+	retained map[netip.AddrPort]bool
 
 	stats counters
 }
@@ -125,6 +130,7 @@ type pool struct {
 	network string         // "udp4" or "udp6"
 	mu      sync.Mutex     // serializes the replacement of sockets
 	socks   []atomic.Pointer[socket]
+	dropped bool // Retain let the server go: no socket opens; guarded by client.mu
 }
 
 // socket is one connected UDP socket with the exchanges waiting on it.
@@ -204,8 +210,10 @@ func (c *Client) Timeout() time.Duration { return c.timeout }
 // timeout (Config.Timeout when it is not positive) or when ctx ends,
 // whichever comes first, with ErrTimeout at the deadline. An ICMP port
 // unreachable from server fails the exchange at once with an error that
-// wraps syscall.ECONNREFUSED. query is not modified and q must stay valid
-// until Exchange returns. On error dst is returned unchanged.
+// wraps syscall.ECONNREFUSED. An exchange after Close, or with a server a
+// Retain let go, fails with an error wrapping ErrClosed. query is not
+// modified and q must stay valid until Exchange returns. On error dst is
+// returned unchanged.
 func (c *Client) Exchange(ctx context.Context, server netip.AddrPort, timeout time.Duration, query []byte, q *dnswire.Query, dst []byte) ([]byte, error) {
 	if len(query) < headerLen || q == nil {
 		return dst, errBadQuery
@@ -325,6 +333,9 @@ func (c *Client) pool(server netip.AddrPort) (*pool, error) {
 	if !addr.IsValid() || addr.IsUnspecified() || server.Port() == 0 {
 		return nil, fmt.Errorf("upstream: invalid server address %v", server)
 	}
+	if c.retained != nil && !c.retained[netip.AddrPortFrom(addr, server.Port())] {
+		return nil, fmt.Errorf("upstream %v: %w (no longer a server)", server, ErrClosed)
+	}
 	p := &pool{
 		client:  c,
 		server:  netip.AddrPortFrom(addr, server.Port()),
@@ -397,12 +408,16 @@ func (c *Client) countRejected(err error) {
 //	tcp_retries      truncated UDP replies asked again over TCP
 //	errors           other network errors
 //	sockets_opened   UDP sockets opened
-//	sockets_retired  UDP sockets retired for renewal or after an error
+//	sockets_retired  UDP sockets retired for renewal, after an error or by Retain
+//	sockets          UDP sockets open now (a gauge)
 //
 // Datagrams from a source other than the server are dropped by the kernel
 // (the sockets are connected) and never counted here.
 func (c *Client) Stats() map[string]uint64 {
 	s := &c.stats
+	c.mu.Lock()
+	open := len(c.live)
+	c.mu.Unlock()
 	return map[string]uint64{
 		"sent":            s.sent.Load(),
 		"replies":         s.replies.Load(),
@@ -415,7 +430,48 @@ func (c *Client) Stats() map[string]uint64 {
 		"errors":          s.errors.Load(),
 		"sockets_opened":  s.socketsOpened.Load(),
 		"sockets_retired": s.socketsRetired.Load(),
+		"sockets":         uint64(open),
 	}
+}
+
+// Retain keeps the sockets of servers and lets every other server go: the
+// sockets of the others take no new exchange and close once the exchanges
+// in flight on them end (at once when there are none), and a later
+// exchange with one of them fails with ErrClosed, until a later Retain
+// lists it again. It returns the servers let go that had sockets. The
+// daemon calls it after a reload, so that removed upstreams keep no
+// socket open.
+func (c *Client) Retain(servers []netip.AddrPort) []netip.AddrPort {
+	keep := make(map[netip.AddrPort]bool, len(servers))
+	for _, s := range servers {
+		keep[netip.AddrPortFrom(s.Addr().Unmap(), s.Port())] = true
+	}
+	c.mu.Lock()
+	c.retained = keep
+	var dropped []*pool
+	m := make(map[netip.AddrPort]*pool)
+	if old := c.pools.Load(); old != nil {
+		for k, p := range *old {
+			if keep[p.server] {
+				m[k] = p
+				continue
+			}
+			p.dropped = true
+			dropped = append(dropped, p)
+		}
+	}
+	c.pools.Store(&m)
+	c.mu.Unlock()
+	gone := make([]netip.AddrPort, 0, len(dropped))
+	for _, p := range dropped {
+		gone = append(gone, p.server)
+		for i := range p.socks {
+			if s := p.socks[i].Load(); s != nil {
+				s.retire()
+			}
+		}
+	}
+	return gone
 }
 
 // Close ends the exchanges in flight with ErrClosed, closes every socket

@@ -108,6 +108,9 @@ type Cache struct {
 	staleTTL uint32
 	inflight atomic.Int32 // running prefetches
 	norec    atomic.Uint64
+	// gen counts the flushes: an answer to a question asked before the
+	// last one is not stored, and later questions do not wait for it.
+	gen atomic.Uint64
 }
 
 var _ resolver.Handler = (*Cache)(nil)
@@ -123,6 +126,7 @@ type shard struct {
 
 	hits, misses, merged, evictions atomic.Uint64
 	stale, prefetches, notCacheable atomic.Uint64
+	flushedInFlight                 atomic.Uint64
 
 	_ [64]byte // keep neighbouring shards off this cache line
 }
@@ -151,8 +155,9 @@ type flight struct {
 	done       chan struct{} // closed when resp and err are set
 	resp       []byte        // the answer (immutable; any ID)
 	err        error
-	waiters    int  // guarded by the shard's mutex
-	registered bool // it is in the shard's flights map
+	waiters    int    // guarded by the shard's mutex
+	registered bool   // it was put in the shard's flights map
+	gen        uint64 // the cache's generation when it was asked
 }
 
 // New returns a Cache in front of next.
@@ -256,15 +261,18 @@ func (c *Cache) ServeDNS(ctx context.Context, r *resolver.Request, dst []byte) (
 		sh.mu.Unlock()
 		return c.answerHit(r, dst, sh, h, e, left, pf), nil
 	}
+	gen := c.gen.Load()
 	f := sh.flights[h]
-	if f != nil && f.key == string(key) {
+	if f != nil && f.key == string(key) && f.gen == gen {
 		f.waiters++
 		sh.mu.Unlock()
 		sh.merged.Add(1)
 		return c.wait(ctx, r, dst, sh, key, h, f)
 	}
-	nf := &flight{key: string(key), done: make(chan struct{})}
-	if f == nil {
+	nf := &flight{key: string(key), done: make(chan struct{}), gen: gen}
+	if f == nil || f.key == string(key) {
+		// The same question asked before a flush is not waited for:
+		// this one takes its place.
 		nf.registered = true
 		sh.flights[h] = nf
 	}
@@ -416,11 +424,18 @@ func (c *Cache) resolve(ctx context.Context, r *resolver.Request, dst []byte, sh
 	}
 	now := c.cfg.Now()
 	sh.mu.Lock()
-	if e != nil {
+	// Flush raises gen before it empties the shards: an answer stored
+	// under the old gen is removed by it, one seeing the new gen is not
+	// stored.
+	switch {
+	case e == nil:
+	case c.gen.Load() != f.gen:
+		sh.flushedInFlight.Add(1)
+	default:
 		e.expire = now.Add(time.Duration(e.ttl) * time.Second)
 		sh.insert(e, now, c)
 	}
-	if f.registered {
+	if f.registered && sh.flights[h] == f {
 		delete(sh.flights, h)
 	}
 	waiters := f.waiters
@@ -551,7 +566,7 @@ func (c *Cache) startPrefetch(sh *shard, e *entry, left time.Duration) *flight {
 		return nil
 	}
 	e.prefetched = true
-	f := &flight{key: e.key, done: make(chan struct{}), registered: true}
+	f := &flight{key: e.key, done: make(chan struct{}), registered: true, gen: c.gen.Load()}
 	sh.flights[e.hash] = f
 	return f
 }
@@ -572,9 +587,12 @@ func (c *Cache) prefetch(r *resolver.Request, sh *shard, h uint64, f *flight) {
 	}()
 }
 
-// Flush removes every entry. Questions being asked keep going and store
-// their answers when they arrive.
+// Flush removes every entry. Questions being asked keep going, but their
+// answers are not stored (they may come from upstreams a reload just
+// replaced, or be what the flush meant to remove), and questions asked
+// after Flush do not wait for them.
 func (c *Cache) Flush() {
+	c.gen.Add(1)
 	for i := range c.shards {
 		sh := &c.shards[i]
 		sh.mu.Lock()
@@ -601,12 +619,13 @@ func (c *Cache) Len() int {
 // Stats returns the counters: hits (fresh answers from the cache), misses
 // (questions asked of next), merged (questions that waited for an identical
 // one), evictions, entries (held now), stale_served, prefetches,
-// not_cacheable (answers from next that were not stored) and refused_norec
-// (queries without RD, refused).
+// not_cacheable (answers from next that were not stored), refused_norec
+// (queries without RD, refused) and flushed_in_flight (cacheable answers to
+// questions asked before a flush, not stored).
 func (c *Cache) Stats() map[string]uint64 {
 	s := map[string]uint64{
 		"hits": 0, "misses": 0, "merged": 0, "evictions": 0,
-		"stale_served": 0, "prefetches": 0, "not_cacheable": 0,
+		"stale_served": 0, "prefetches": 0, "not_cacheable": 0, "flushed_in_flight": 0,
 	}
 	for i := range c.shards {
 		sh := &c.shards[i]
@@ -617,6 +636,7 @@ func (c *Cache) Stats() map[string]uint64 {
 		s["stale_served"] += sh.stale.Load()
 		s["prefetches"] += sh.prefetches.Load()
 		s["not_cacheable"] += sh.notCacheable.Load()
+		s["flushed_in_flight"] += sh.flushedInFlight.Load()
 	}
 	s["entries"] = uint64(c.Len())
 	s["refused_norec"] = c.norec.Load()

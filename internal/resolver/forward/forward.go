@@ -2,7 +2,8 @@
 // upstream servers and passes the first good answer through. It picks the
 // servers by zone (conditional forwarding) and orders them by policy and
 // health: a server that stopped answering is probed in the background and
-// tried only after the healthy ones until it answers again. See README.md
+// tried only after the healthy ones until it answers again, while a server
+// that only fails on some names (one slow domain) stays up. See README.md
 // for its behaviour.
 package forward
 
@@ -93,9 +94,8 @@ type Config struct {
 	Zones []Zone
 	// Policy orders the healthy servers of a set (Sequential by default).
 	Policy Policy
-	// Timeout is how long each server gets for a query, TCP retry included
-	// (the upstream client's Config.Timeout when 0). A query that times out
-	// marks its server down.
+	// Timeout is how long each server gets for a query or a probe, TCP
+	// retry included (the upstream client's Config.Timeout when 0).
 	Timeout time.Duration
 	// ProbeInterval is the pause between two probes of a server marked
 	// down (DefaultProbeInterval when 0).
@@ -124,6 +124,8 @@ type Forward struct {
 	probeQ  dnswire.Query // parse of probeMsg
 	// probeMsg is the probe query: ". IN NS" with RD.
 	probeMsg []byte
+	// epoch is when f was made: the origin of the servers' lastReply.
+	epoch time.Time
 
 	ctx    context.Context // ends at Close: stops the probes
 	cancel context.CancelFunc
@@ -145,6 +147,7 @@ type counters struct {
 	queries, answered, failed, failovers, zoneQueries atomic.Uint64
 	timeouts, errors, badRcodes, malformed            atomic.Uint64
 	markedDown, markedUp, probesSent, probesFailed    atomic.Uint64
+	checks, checksPassed, failuresWhileUp             atomic.Uint64
 }
 
 var _ resolver.Handler = (*Forward)(nil)
@@ -175,6 +178,7 @@ func New(client *upstream.Client, cfg Config) (*Forward, error) {
 		probeInterval: cfg.ProbeInterval,
 		logger:        cfg.Logger,
 		observe:       cfg.Observe,
+		epoch:         time.Now(),
 	}
 	if f.timeout == 0 {
 		f.timeout = client.Timeout()
@@ -273,12 +277,12 @@ func (f *Forward) Set(r *resolver.Request) uint32 {
 }
 
 // order appends the servers of st to dst in the order a query asks them:
-// the healthy ones by policy, then those marked down in their configured
-// order.
+// the healthy ones by policy, then those suspect or marked down in their
+// configured order.
 func (st *set) order(p Policy, dst []*server) []*server {
 	base := len(dst)
 	for _, s := range st.servers {
-		if !s.down.Load() {
+		if !s.demoted() {
 			dst = append(dst, s)
 		}
 	}
@@ -298,7 +302,7 @@ func (st *set) order(p Policy, dst []*server) []*server {
 		}
 	}
 	for _, s := range st.servers {
-		if s.down.Load() {
+		if s.demoted() {
 			dst = append(dst, s)
 		}
 	}
@@ -306,7 +310,7 @@ func (st *set) order(p Policy, dst []*server) []*server {
 }
 
 // ServeDNS asks the servers of the set that answers r (see Set), in the
-// order of the policy with those marked down last, each within the timeout
+// order of the policy with those suspect or marked down last, each within the timeout
 // and all within ctx, and appends the first answer whose rcode is neither
 // SERVFAIL nor REFUSED to dst, as the server sent it but with the client's
 // ID. When every server that answered said SERVFAIL or REFUSED, the last
@@ -386,20 +390,23 @@ func judge(reply []byte) error {
 
 // Stats returns Forward's counters:
 //
-//	queries          queries served
-//	zone_queries     of which for a conditional zone
-//	answered         queries answered (SERVFAIL and REFUSED answers passed through included)
-//	failed           queries no server answered (ErrAllFailed)
-//	failovers        servers asked after the first one, for a query
-//	timeouts         exchanges that timed out (a server's timeout, not the query's end)
-//	errors           other failed exchanges (port unreachable, network errors, bad replies)
-//	bad_rcodes       SERVFAIL and REFUSED answers, for which the next server is asked
-//	malformed        replies that could not be walked
-//	marked_down      times a server was marked down
-//	marked_up        times a server marked down answered again
-//	servers_down     servers marked down now
-//	probes           probe queries sent to servers marked down
-//	probe_failures   probes without a reply
+//	queries            queries served
+//	zone_queries       of which for a conditional zone
+//	answered           queries answered (SERVFAIL and REFUSED answers passed through included)
+//	failed             queries no server answered (ErrAllFailed)
+//	failovers          servers asked after the first one, for a query
+//	timeouts           exchanges that timed out (a server's timeout, not the query's end)
+//	errors             other failed exchanges (port unreachable, network errors, bad replies)
+//	bad_rcodes         SERVFAIL and REFUSED answers, for which the next server is asked
+//	malformed          replies that could not be walked
+//	failures_while_up  failed exchanges of a server that replied to something since: about the name, not the server
+//	checks             servers made suspect by a failed exchange and probed at once
+//	checks_passed      suspect servers that replied: the failure was about the name
+//	marked_down        times a server was marked down (a suspect server's probe failed)
+//	marked_up          times a server marked down answered again
+//	servers_down       servers marked down now
+//	probes             probe queries sent (checks of suspect servers and probes of servers marked down)
+//	probe_failures     probes without a reply
 func (f *Forward) Stats() map[string]uint64 {
 	s := &f.stats
 	var down uint64
@@ -409,19 +416,22 @@ func (f *Forward) Stats() map[string]uint64 {
 		}
 	}
 	return map[string]uint64{
-		"queries":        s.queries.Load(),
-		"zone_queries":   s.zoneQueries.Load(),
-		"answered":       s.answered.Load(),
-		"failed":         s.failed.Load(),
-		"failovers":      s.failovers.Load(),
-		"timeouts":       s.timeouts.Load(),
-		"errors":         s.errors.Load(),
-		"bad_rcodes":     s.badRcodes.Load(),
-		"malformed":      s.malformed.Load(),
-		"marked_down":    s.markedDown.Load(),
-		"marked_up":      s.markedUp.Load(),
-		"servers_down":   down,
-		"probes":         s.probesSent.Load(),
-		"probe_failures": s.probesFailed.Load(),
+		"queries":           s.queries.Load(),
+		"zone_queries":      s.zoneQueries.Load(),
+		"answered":          s.answered.Load(),
+		"failed":            s.failed.Load(),
+		"failovers":         s.failovers.Load(),
+		"timeouts":          s.timeouts.Load(),
+		"errors":            s.errors.Load(),
+		"bad_rcodes":        s.badRcodes.Load(),
+		"malformed":         s.malformed.Load(),
+		"marked_down":       s.markedDown.Load(),
+		"marked_up":         s.markedUp.Load(),
+		"servers_down":      down,
+		"probes":            s.probesSent.Load(),
+		"probe_failures":    s.probesFailed.Load(),
+		"checks":            s.checks.Load(),
+		"checks_passed":     s.checksPassed.Load(),
+		"failures_while_up": s.failuresWhileUp.Load(),
 	}
 }

@@ -30,6 +30,9 @@ type testServer struct {
 	queries atomic.Int64 // every datagram, probes included
 	probes  atomic.Int64 // ". NS" queries
 	silent  atomic.Bool
+	// slowZone, when set, is a domain whose names get no answer: the
+	// server is silent for them only.
+	slowZone atomic.Pointer[string]
 }
 
 func startServer(t *testing.T, rcode int, a string, silent bool) *testServer {
@@ -60,6 +63,9 @@ func startServer(t *testing.T, rcode int, a string, silent bool) *testServer {
 				s.probes.Add(1)
 			}
 			if s.silent.Load() {
+				continue
+			}
+			if z := s.slowZone.Load(); z != nil && dns.IsSubDomain(*z, req.Question[0].Name) {
 				continue
 			}
 			m := new(dns.Msg)
@@ -309,21 +315,25 @@ func TestDeadServerCostsOneTimeout(t *testing.T) {
 					t.Errorf("answer %s", got)
 				}
 			}
-			if n := dead.queries.Load(); n > 1 {
-				t.Errorf("dead server asked %d times, want at most once", n)
+			if n := dead.queries.Load() - dead.probes.Load(); n > 1 {
+				t.Errorf("dead server asked %d queries, want at most one", n)
 			}
-			if p == Sequential && dead.queries.Load() != 1 {
-				t.Errorf("dead first server asked %d times, want once", dead.queries.Load())
+			if n := dead.queries.Load() - dead.probes.Load(); p == Sequential && n != 1 {
+				t.Errorf("dead first server asked %d queries, want one", n)
 			}
-			if dead.queries.Load() == 1 {
+			if dead.queries.Load()-dead.probes.Load() == 1 {
+				// Its check probe fails too: it is marked down.
+				waitUp(t, f, 0, false)
 				h := f.Health()[0]
-				if h.Up || h.ConsecutiveFailures != 1 || !errors.Is(h.LastError, upstream.ErrTimeout) || h.Server != dead.addr {
+				if h.ConsecutiveFailures != 2 || !errors.Is(h.LastError, upstream.ErrTimeout) || h.Server != dead.addr {
 					t.Errorf("health %+v", h)
 				}
 				if got := logs.messages(slog.LevelWarn); len(got) != 1 {
 					t.Errorf("warnings %v, want one", got)
 				}
-				if st := f.Stats(); st["marked_down"] != 1 || st["servers_down"] != 1 || st["timeouts"] != 1 {
+				st := f.Stats()
+				if st["marked_down"] != 1 || st["servers_down"] != 1 || st["timeouts"] != 1 || st["checks"] != 1 ||
+					st["checks_passed"] != 0 || st["probes"] != 1 || st["probe_failures"] != 1 {
 					t.Errorf("stats %v", st)
 				}
 			}
@@ -355,9 +365,10 @@ func TestConcurrentFailover(t *testing.T) {
 	}
 	wg.Wait()
 	// Only the queries in flight when it died may have asked it.
-	if n := dead.queries.Load(); n < 1 || n > workers {
-		t.Errorf("dead server asked %d times", n)
+	if n := dead.queries.Load() - dead.probes.Load(); n < 1 || n > workers {
+		t.Errorf("dead server asked %d queries", n)
 	}
+	waitUp(t, f, 0, false)
 	if st := f.Stats(); st["marked_down"] != 1 || st["answered"] != workers*10 {
 		t.Errorf("stats %v", st)
 	}
@@ -374,9 +385,7 @@ func TestProbeRevivesServer(t *testing.T) {
 	if got := mustAnswer(t, f); got != "192.0.2.2" {
 		t.Fatalf("answer %s", got)
 	}
-	if f.Health()[0].Up {
-		t.Fatal("silent server not marked down")
-	}
+	waitUp(t, f, 0, false)
 	// Probes keep coming while it is down; queries do not.
 	deadline := time.Now().Add(5 * time.Second)
 	for first.probes.Load() < 2 && time.Now().Before(deadline) {
@@ -426,11 +435,13 @@ func TestAllDownStillTried(t *testing.T) {
 			t.Fatalf("err %v, want ErrAllFailed wrapping the timeout", err)
 		}
 	}
-	if a.queries.Load() != 2 || b.queries.Load() != 2 {
-		t.Errorf("queries %d, %d; want each server asked every time", a.queries.Load(), b.queries.Load())
+	if na, nb := a.queries.Load()-a.probes.Load(), b.queries.Load()-b.probes.Load(); na != 2 || nb != 2 {
+		t.Errorf("queries %d, %d; want each server asked every time", na, nb)
 	}
-	if h := f.Health(); h[0].Up || h[1].Up || h[0].ConsecutiveFailures != 2 {
-		t.Errorf("health %+v", h)
+	waitUp(t, f, 0, false)
+	waitUp(t, f, 1, false)
+	if h := f.Health(); h[0].ConsecutiveFailures != 3 {
+		t.Errorf("health %+v, want 2 queries and a probe failed", h)
 	}
 	// A down server that answers a query is up again.
 	b.silent.Store(false)
@@ -440,28 +451,27 @@ func TestAllDownStillTried(t *testing.T) {
 	if h := f.Health(); h[0].Up || !h[1].Up || h[1].ConsecutiveFailures != 0 {
 		t.Errorf("health %+v", h)
 	}
-	if a.queries.Load() != 3 {
-		t.Errorf("first server asked %d times, want 3", a.queries.Load())
+	if n := a.queries.Load() - a.probes.Load(); n != 3 {
+		t.Errorf("first server asked %d queries, want 3", n)
 	}
 }
 
-func TestRefusedPortMarksDownAfterThree(t *testing.T) {
+// TestRefusedPortMarksDownAfterCheck: a port unreachable fails at once,
+// and so does the check probe: the server is marked down without waiting
+// for any timeout.
+func TestRefusedPortMarksDownAfterCheck(t *testing.T) {
 	good := startServer(t, dns.RcodeSuccess, "192.0.2.2", false)
 	f := newForward(t, Config{Servers: []netip.AddrPort{closedPort(t), good.addr}, Timeout: 10 * time.Second, ProbeInterval: time.Hour})
-	for i := range failuresDown {
-		if h := f.Health()[0]; !h.Up {
-			t.Fatalf("down after %d refusals: %+v", i, h)
-		}
-		start := time.Now()
-		if got := mustAnswer(t, f); got != "192.0.2.2" {
-			t.Errorf("answer %s", got)
-		}
-		if d := time.Since(start); d > 5*time.Second {
-			t.Errorf("port unreachable waited %v, not failing at once", d)
-		}
+	start := time.Now()
+	if got := mustAnswer(t, f); got != "192.0.2.2" {
+		t.Errorf("answer %s", got)
+	}
+	waitUp(t, f, 0, false)
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("port unreachable took %v to mark the server down, not failing at once", d)
 	}
 	h := f.Health()[0]
-	if h.Up || h.ConsecutiveFailures != failuresDown || !errors.Is(h.LastError, syscall.ECONNREFUSED) {
+	if h.ConsecutiveFailures != 2 || !errors.Is(h.LastError, syscall.ECONNREFUSED) {
 		t.Errorf("health %+v", h)
 	}
 }

@@ -11,18 +11,25 @@ import (
 	"github.com/ovs-dns-forwarder/ovs-dns-forwarder/internal/upstream"
 )
 
-// The health rules: how many consecutive failed exchanges mark a server
-// down. A timeout costs every later query the full timeout, so one is
-// enough; the other failures (ICMP port unreachable, network errors, replies
-// that fail validation over TCP) cost little and may be passing, so it takes
-// a few in a row. Any reply the upstream client accepts, whatever its rcode,
-// resets the count and proves the server alive: a SERVFAIL or REFUSED answer
-// makes the query try the next server, but it is about the name asked, not
-// about the server.
-const (
-	timeoutsDown = 1
-	failuresDown = 3
-)
+// The health rules. A failed exchange (a timeout, ICMP port unreachable, a
+// network error, a reply rejected over TCP) may be about the server or only
+// about the name asked: a resolver can time out on the names of one slow or
+// dead domain while it answers everything else. So a failure decides
+// nothing by itself:
+//
+//   - When the server replied to anything (a query or a probe) after the
+//     failed exchange was sent, it is alive: the failure is about the name
+//     and changes nothing.
+//   - Otherwise the server becomes suspect: it is asked after the healthy
+//     servers of its set, and a probe (". IN NS", a name every resolver and
+//     no client's domain owns) is sent to it at once. A reply clears the
+//     suspicion; a failed probe marks the server down.
+//   - A server marked down is probed every probe interval; any reply the
+//     upstream client accepts, to a probe or a query, marks it up.
+//
+// Any reply, whatever its rcode, proves the server alive: a SERVFAIL or
+// REFUSED answer makes the query try the next server, but it is about the
+// name asked, not about the server.
 
 // avgWeight is the weight of the history in the average round-trip time
 // (an exponentially weighted moving average over about eight replies).
@@ -32,15 +39,23 @@ const avgWeight = 8
 type server struct {
 	addr    netip.AddrPort
 	down    atomic.Bool   // written under mu
+	suspect atomic.Bool   // being checked after a failure; written under mu
 	fails   atomic.Uint32 // consecutive failed exchanges
 	lastRTT atomic.Int64  // nanoseconds
 	avgRTT  atomic.Int64  // nanoseconds
+	// lastReply is when the server last replied, in nanoseconds on
+	// Forward's monotonic clock (see Forward.clock); 0 before any reply.
+	lastReply atomic.Int64
 
-	mu      sync.Mutex // guards the fields below and the writes of down
+	mu      sync.Mutex // guards the fields below and the writes of down and suspect
 	lastErr error
 	since   time.Time // when down last changed, or when the Forward was made
 	probing bool      // a probe goroutine runs for this server
 }
+
+// demoted reports whether s is asked only after the healthy servers of its
+// set: marked down, or suspect.
+func (s *server) demoted() bool { return s.down.Load() || s.suspect.Load() }
 
 // ServerHealth is what Health reports about one upstream server.
 type ServerHealth struct {
@@ -74,9 +89,14 @@ func (f *Forward) Health() []ServerHealth {
 	return out
 }
 
-// replied records a reply from s that took rtt, marking s up if it was
-// down. It does not lock unless s was down.
+// clock returns the time since f was made, in nanoseconds (monotonic, and
+// above 0 once any time has passed).
+func (f *Forward) clock(t time.Time) int64 { return int64(t.Sub(f.epoch)) }
+
+// replied records a reply from s that took rtt, clearing a suspicion and
+// marking s up if it was down. It does not lock unless s was demoted.
 func (f *Forward) replied(s *server, rtt time.Duration) {
+	s.lastReply.Store(max(f.clock(time.Now()), 1))
 	s.lastRTT.Store(int64(rtt))
 	for {
 		old := s.avgRTT.Load()
@@ -91,59 +111,86 @@ func (f *Forward) replied(s *server, rtt time.Duration) {
 	if s.fails.Load() != 0 {
 		s.fails.Store(0)
 	}
-	if !s.down.Load() {
+	if !s.demoted() {
 		return
 	}
 	s.mu.Lock()
-	if !s.down.Load() {
-		s.mu.Unlock()
-		return
-	}
+	cleared := s.suspect.Load()
+	s.suspect.Store(false)
+	wasDown := s.down.Load()
 	now := time.Now()
 	downFor := now.Sub(s.since)
-	s.down.Store(false)
-	s.since = now
+	if wasDown {
+		s.down.Store(false)
+		s.since = now
+	}
 	s.mu.Unlock()
-	f.stats.markedUp.Add(1)
-	f.logger.Info("upstream server up again", "server", s.addr.String(), "down_for", downFor.Round(time.Millisecond), "rtt", rtt)
+	if cleared {
+		f.stats.checksPassed.Add(1)
+	}
+	if wasDown {
+		f.stats.markedUp.Add(1)
+		f.logger.Info("upstream server up again", "server", s.addr.String(), "down_for", downFor.Round(time.Millisecond), "rtt", rtt)
+	}
 }
 
-// failed records a failed exchange with s, sent at sent, marking s down
-// when it reaches the threshold of the health rules. Exchanges cut short by
-// the query's context (canceled, or its deadline came before the server's
-// timeout) or by the client's Close say nothing about s and are not counted.
+// failed records a failed exchange of a query with s, sent at sent, and
+// applies the health rules: unless s replied since sent, s becomes suspect
+// and is checked at once with a probe. Exchanges cut short by the query's
+// context (canceled, or its deadline came before the server's timeout) or
+// by the client's Close say nothing about s and are not counted.
 func (f *Forward) failed(ctx context.Context, s *server, err error, sent time.Time) {
 	if ctx.Err() != nil || errors.Is(err, upstream.ErrClosed) {
 		return
 	}
-	threshold := uint32(failuresDown)
 	if errors.Is(err, upstream.ErrTimeout) {
 		if d, ok := ctx.Deadline(); ok && !d.After(sent.Add(f.timeout)) {
 			return
 		}
-		threshold = timeoutsDown
 		f.stats.timeouts.Add(1)
 	} else {
 		f.stats.errors.Add(1)
 	}
-	n := s.fails.Add(1)
+	s.fails.Add(1)
 	s.mu.Lock()
 	s.lastErr = err
-	if n < threshold || s.down.Load() {
+	if last := s.lastReply.Load(); last != 0 && last >= f.clock(sent) {
+		s.mu.Unlock()
+		f.stats.failuresWhileUp.Add(1)
+		return
+	}
+	if s.demoted() {
 		s.mu.Unlock()
 		return
 	}
+	s.suspect.Store(true)
+	start := !s.probing
+	s.probing = true
+	s.mu.Unlock()
+	f.stats.checks.Add(1)
+	if start {
+		f.startProbe(s)
+	}
+}
+
+// probeFailed records a probe of s that got no reply: a suspect s is
+// marked down.
+func (f *Forward) probeFailed(s *server, err error) {
+	f.stats.probesFailed.Add(1)
+	n := s.fails.Add(1)
+	s.mu.Lock()
+	s.lastErr = err
+	if !s.suspect.Load() {
+		s.mu.Unlock()
+		return
+	}
+	s.suspect.Store(false)
 	s.down.Store(true)
 	s.since = time.Now()
-	probe := !s.probing
-	s.probing = true
 	s.mu.Unlock()
 	f.stats.markedDown.Add(1)
 	f.logger.Warn("upstream server down, probing it", "server", s.addr.String(), "error", err,
 		"consecutive_failures", n, "probe_interval", f.probeInterval)
-	if probe {
-		f.startProbe(s)
-	}
 }
 
 // startProbe starts the goroutine that probes s, unless f is closed.
@@ -153,6 +200,7 @@ func (f *Forward) startProbe(s *server) {
 	if f.closed {
 		s.mu.Lock()
 		s.probing = false
+		s.suspect.Store(false)
 		s.mu.Unlock()
 		return
 	}
@@ -160,23 +208,31 @@ func (f *Forward) startProbe(s *server) {
 	go f.probe(s)
 }
 
-// probe asks s ". IN NS" every probe interval while it is marked down; any
-// reply the upstream client accepts marks it up. It ends when s is up or f
-// is closed.
+// probe asks s ". IN NS": at once while s is suspect, every probe interval
+// while it is marked down. Any reply the upstream client accepts clears
+// the suspicion or marks s up; a suspect s whose probe fails is marked
+// down. It ends when s is neither suspect nor down, or f is closed.
 func (f *Forward) probe(s *server) {
 	defer f.probes.Done()
 	t := time.NewTimer(f.probeInterval)
+	t.Stop()
 	defer t.Stop()
 	buf := make([]byte, 0, 512)
 	for {
-		select {
-		case <-f.ctx.Done():
-			f.stopProbing(s, true)
-			return
-		case <-t.C:
-		}
 		if f.stopProbing(s, false) {
 			return
+		}
+		if s.down.Load() {
+			t.Reset(f.probeInterval)
+			select {
+			case <-f.ctx.Done():
+				f.stopProbing(s, true)
+				return
+			case <-t.C:
+			}
+			if f.stopProbing(s, false) {
+				return
+			}
 		}
 		f.stats.probesSent.Add(1)
 		sent := time.Now()
@@ -184,32 +240,26 @@ func (f *Forward) probe(s *server) {
 		switch {
 		case err == nil:
 			f.replied(s, time.Since(sent))
-			if f.stopProbing(s, false) {
-				return
-			}
 		case f.ctx.Err() != nil || errors.Is(err, upstream.ErrClosed):
 			f.stopProbing(s, true)
 			return
 		default:
-			f.stats.probesFailed.Add(1)
-			s.fails.Add(1)
-			s.mu.Lock()
-			s.lastErr = err
-			s.mu.Unlock()
+			f.probeFailed(s, err)
 		}
-		t.Reset(f.probeInterval)
 	}
 }
 
 // stopProbing reports whether the probe of s ends: always when force is
-// set, else when s is up. A server marked down again finds probing still set
-// only while its probe keeps going.
+// set (a suspicion is then dropped), else when s is neither suspect nor
+// down. A server that fails again finds probing still set only while its
+// probe keeps going.
 func (f *Forward) stopProbing(s *server, force bool) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if !force && s.down.Load() {
+	if !force && s.demoted() {
 		return false
 	}
+	s.suspect.Store(false)
 	s.probing = false
 	return true
 }
