@@ -22,7 +22,9 @@ import (
 )
 
 // interceptor answers queries to the service addresses with an empty
-// NOERROR answer and re-injects every other captured query, counting both.
+// NOERROR answer and re-injects every other captured frame (a malformed
+// query to a service address too, as the daemon in intercept mode does),
+// counting both.
 type interceptor struct {
 	sw       *Switch
 	services []netip.Addr
@@ -47,11 +49,8 @@ func (r *interceptor) packetIn(inPort uint32, data []byte) {
 		return
 	}
 	for _, svc := range r.services {
-		if q.Dst == svc {
-			var dq dnswire.Query
-			if dnswire.ParseQuery(q.Payload, &dq) != nil {
-				return
-			}
+		var dq dnswire.Query
+		if q.Dst == svc && dnswire.ParseQuery(q.Payload, &dq) == nil {
 			r.served++
 			r.msg = dnswire.AppendError(r.msg[:0], q.Payload, &dq, 0)
 			r.buf = frame.AppendReply(r.buf[:0], &q, r.msg)
