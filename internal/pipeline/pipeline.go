@@ -17,8 +17,10 @@
 // kind of flow is built by the function of its name. Priorities: P is the
 // per-port one (Spec.Priority+1), G the generic one (Spec.Priority), I the
 // intercept one (G-1): 103, 102 and 101 by default. "Unmarked" is
-// reg13=0/0x1: no flow of ours captures or answers a packet that carries
-// ReinjectMark. T is Spec.Table, MAC the responder MAC (Spec.AnswerMAC).
+// reg13=0/0x1: no capture flow takes a packet that carries ReinjectMark,
+// and no answer flow either but naLinkAddr, which takes only the marked
+// advertisements naAnswer makes. T is Spec.Table, MAC the responder MAC
+// (Spec.AnswerMAC).
 //
 //	portCapture    P  per port and service S: in_port, udp|udp6, dst S, tp_dst, unmarked
 //	                  -> meter:port, controller            (not with NoMeters)
@@ -55,7 +57,7 @@
 // per port:
 //
 //   - For every bridge port P (1..MaxMeteredPort) and service address S, at
-//     Priority+1: in_port=P, udp, nw_dst=S, tp_dst=53
+//     Priority+1: in_port=P, udp, nw_dst=S, tp_dst=53, unmarked
 //     actions=meter:PortMeterID(P), controller(id). Meter PortMeterID(P)
 //     has one drop band of PortMeterRate packets/s, burst PortMeterBurst.
 //     A flooding VM fills only its own meter; the others keep theirs.
@@ -182,14 +184,12 @@
 // actions before), and a set of nd_sll is ignored once the type is 136. So
 // naAnswer marks the packet and resubmits it to T, where naLinkAddr, which
 // matches a marked advertisement (only naAnswer makes one), sets nd_tll to
-// MAC and sends it back out of IN_PORT. Open vSwitch (userspace datapath)
-// writes the option type before the address and recomputes the ICMPv6
-// checksum over the whole message when it sets nd_reserved and
-// nd_options_type, and updates it for the addresses; the advertisement
-// arrives with a valid checksum (TestRealOVSNeighborAnswers checks it with
-// tcpdump -vv and the VM's kernel). A solicitation without an option (a
-// unicast one may omit it) gets an advertisement without one, which RFC
-// 4861 allows for unicast solicitations.
+// MAC and sends it back out of IN_PORT. Open vSwitch applies nd_reserved
+// and nd_options_type before the link-layer address, so the address lands
+// in the option once it is of type 2, and keeps the ICMPv6 checksum valid
+// through the rewrites (TestRealOVSNeighborAnswers checks the answer with
+// tcpdump -vv and the VM's kernel). A solicitation without options (Linux
+// always sends one) was not tested.
 //
 // A duplicate address detection probe (source ::) must not be answered
 // (the answer would go to ::): dadPass, one priority above, takes it
@@ -206,8 +206,8 @@
 // so an intercepted query the daemon re-injects toward MAC is dropped too
 // rather than flooded. In intercept mode, an intercept flow (same
 // priority) and responderDrop would both match a query sent via MAC:
-// responderDNS, one priority up with exactly the per-port capture's
-// actions, takes those first.
+// responderDNS, at the per-port priority with exactly the per-port
+// capture's actions, takes those first.
 package pipeline
 
 import (
