@@ -26,6 +26,7 @@ import (
 	"github.com/ovs-dns-forwarder/ovs-dns-forwarder/internal/inventory"
 	"github.com/ovs-dns-forwarder/ovs-dns-forwarder/internal/metrics"
 	"github.com/ovs-dns-forwarder/ovs-dns-forwarder/internal/ofswitch"
+	"github.com/ovs-dns-forwarder/ovs-dns-forwarder/internal/openflow"
 	"github.com/ovs-dns-forwarder/ovs-dns-forwarder/internal/pipeline"
 	"github.com/ovs-dns-forwarder/ovs-dns-forwarder/internal/ratelimit"
 	"github.com/ovs-dns-forwarder/ovs-dns-forwarder/internal/records"
@@ -136,10 +137,13 @@ func (d *daemon) build() error {
 		ControllerID: cfg.ControllerID,
 		Cookie:       cfg.FlowCookie,
 		TableID:      cfg.FlowTable,
-		Declare:      spec.Declare,
-		OwnsMeter:    spec.OwnsMeter,
-		Mark:         pipeline.ReinjectMark(),
-		Logger:       logger,
+		Declare: func(ports []uint32) ([]openflow.MeterMod, []openflow.FlowMod) {
+			// Every port counts as a VM port until the daemon passes its State.
+			return spec.Declare(ports, pipeline.State{VMPorts: ports})
+		},
+		OwnsMeter: spec.OwnsMeter,
+		Mark:      pipeline.ReinjectMark(),
+		Logger:    logger,
 	})
 	if d.inv, err = inventory.New(inventory.Config{Endpoint: cfg.OVSDBConnection, Bridge: cfg.IntegrationBridge, Logger: logger}); err != nil {
 		return err

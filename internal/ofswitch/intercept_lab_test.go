@@ -22,7 +22,9 @@ import (
 )
 
 // interceptor answers queries to the service addresses with an empty
-// NOERROR answer and re-injects every other captured query, counting both.
+// NOERROR answer and re-injects every other captured frame (a malformed
+// query to a service address too, as the daemon in intercept mode does),
+// counting both.
 type interceptor struct {
 	sw       *Switch
 	services []netip.Addr
@@ -47,11 +49,8 @@ func (r *interceptor) packetIn(inPort uint32, data []byte) {
 		return
 	}
 	for _, svc := range r.services {
-		if q.Dst == svc {
-			var dq dnswire.Query
-			if dnswire.ParseQuery(q.Payload, &dq) != nil {
-				return
-			}
+		var dq dnswire.Query
+		if q.Dst == svc && dnswire.ParseQuery(q.Payload, &dq) == nil {
 			r.served++
 			r.msg = dnswire.AppendError(r.msg[:0], q.Payload, &dq, 0)
 			r.buf = frame.AppendReply(r.buf[:0], &q, r.msg)
@@ -133,12 +132,27 @@ func startOutsideResolver(t *testing.T, l *lab.Lab) *outsideResolver {
 	return o
 }
 
-// runSwitch runs a Switch for spec with mark against l and returns it with
-// its interceptor; the returned stop ends it and returns Run's error.
-func runSwitch(t *testing.T, l *lab.Lab, spec pipeline.Spec, mark openflow.Reg, limit int) (*Switch, *interceptor, func() error) {
+// declareFor returns a Config.Declare of spec for the State st holds; while
+// st (or what it holds) is nil, every port is a VM port and there are no
+// neighbours.
+func declareFor(spec pipeline.Spec, st *atomic.Pointer[pipeline.State]) func([]uint32) ([]openflow.MeterMod, []openflow.FlowMod) {
+	return func(ports []uint32) ([]openflow.MeterMod, []openflow.FlowMod) {
+		if st != nil {
+			if cur := st.Load(); cur != nil {
+				return spec.Declare(ports, *cur)
+			}
+		}
+		return spec.Declare(ports, pipeline.State{VMPorts: ports})
+	}
+}
+
+// runSwitch runs a Switch for spec, the State st holds (see declareFor)
+// and mark against l and returns it with its interceptor; the returned
+// stop ends it and returns Run's error.
+func runSwitch(t *testing.T, l *lab.Lab, spec pipeline.Spec, st *atomic.Pointer[pipeline.State], mark openflow.Reg, limit int) (*Switch, *interceptor, func() error) {
 	t.Helper()
 	sw := New(Config{Target: l.MgmtTarget(), ControllerID: spec.ControllerID, Cookie: spec.Cookie, TableID: spec.Table,
-		Declare: spec.Declare, OwnsMeter: spec.OwnsMeter, Mark: mark})
+		Declare: declareFor(spec, st), OwnsMeter: spec.OwnsMeter, Mark: mark})
 	r := &interceptor{sw: sw, limit: limit, captured: make(map[string]int)}
 	for _, svc := range spec.Services {
 		r.services = append(r.services, svc.Addr())
@@ -180,7 +194,7 @@ func TestRealOVSInterceptAll(t *testing.T) {
 	const cookie = 0x444e53
 	spec := pipeline.Spec{Table: 60, Priority: 102, Cookie: cookie, ControllerID: 53, InterceptAll: true,
 		Services: []netip.AddrPort{netip.MustParseAddrPort("169.254.169.254:53"), netip.MustParseAddrPort("[fd00::254]:53")}}
-	sw, r, stop := runSwitch(t, l, spec, pipeline.ReinjectMark(), 0)
+	sw, r, stop := runSwitch(t, l, spec, nil, pipeline.ReinjectMark(), 0)
 
 	// Per VM port: 2 service flows and 2 intercept flows; 2 generic flows.
 	waitFor(t, "intercept flows", func() bool {
@@ -284,7 +298,7 @@ func TestRealOVSInterceptAll(t *testing.T) {
 
 	// Control: with a mark the intercept flows do not exclude, the
 	// re-injected query is captured again (capped at 3 re-injections).
-	_, r, stop = runSwitch(t, l, spec, openflow.Reg{Index: 14, Value: 1, Mask: 1}, 3)
+	_, r, stop = runSwitch(t, l, spec, nil, openflow.Reg{Index: 14, Value: 1, Mask: 1}, 3)
 	waitFor(t, "intercept flows", func() bool {
 		flows, _ := l.DumpFlows(cookie)
 		return len(flows) == 10

@@ -98,7 +98,7 @@ func TestRealOVSPortMeters(t *testing.T) {
 	spec := pipeline.Spec{Table: 60, Priority: 102, Cookie: cookie, ControllerID: 53,
 		Services: []netip.AddrPort{netip.MustParseAddrPort("169.254.169.254:53")}}
 	sw := New(Config{Target: l.MgmtTarget(), ControllerID: 53, Cookie: cookie, TableID: 60,
-		Declare: spec.Declare, OwnsMeter: spec.OwnsMeter})
+		Declare: declareFor(spec, nil), OwnsMeter: spec.OwnsMeter})
 	resp := &echoResponder{sw: sw, n: make(map[uint32]int)}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)

@@ -4,11 +4,12 @@
 // packet-outs in batches: answers (PacketOut) and packets handed back to
 // the pipeline (Reinject).
 //
-// The set is a function of the bridge's ports (Config.Declare): the
-// session learns the ports with a PORT_DESC request at connect and from
-// PORT_STATUS messages afterwards, and when they change it adds what the
-// new set declares and deletes (strictly, by its cookie) what it no longer
-// does. Every second it dumps the set's flows and all meters: missing
+// The set is a function of the bridge's ports and of whatever else
+// Config.Declare reads (the daemon's State): the session learns the ports
+// with a PORT_DESC request at connect and from PORT_STATUS messages
+// afterwards, and when they change, or when Refresh says the rest did, it
+// declares the set again, adds what the new set declares and deletes
+// (strictly, by its cookie) what it no longer does. Every second it dumps the set's flows and all meters: missing
 // flows or meters are reinstalled (also within the debounce after a
 // FLOW_REMOVED), flows with the cookie and meters of its own id block that
 // the set does not declare are deleted, and the meters' drop counts are
@@ -21,6 +22,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -46,7 +48,11 @@ type Config struct {
 	// meters (installed with add, then modify to settle one left by an
 	// earlier run) and flows (installed with command add and the
 	// send_flow_rem flag). Each meter's id must be unique, and flows may
-	// name only meters of the set. Nil declares nothing.
+	// name only meters of the set. Nil declares nothing. It runs in New
+	// and then on the goroutine running Run, when the ports change and
+	// after Refresh; what it reads besides ports (the daemon's State, for
+	// pipeline.Spec.Declare) must be safe to read there, for example
+	// behind an atomic pointer the daemon swaps before calling Refresh.
 	Declare func(ports []uint32) ([]openflow.MeterMod, []openflow.FlowMod)
 	// OwnsMeter reports whether a meter id belongs to the daemon: such
 	// meters are deleted when the set does not declare them. Nil: only
@@ -169,6 +175,8 @@ type Switch struct {
 	cur      atomic.Pointer[conn]
 	bufs     sync.Pool
 	counters [numCounters]atomic.Uint64
+	// refresh holds a pending Refresh for the keeper.
+	refresh chan struct{}
 }
 
 // New returns a Switch for cfg; nothing happens until Run.
@@ -187,6 +195,7 @@ func New(cfg Config) *Switch {
 		writeTimeout:     5 * time.Second,
 		shutdownTimeout:  time.Second,
 		queueLen:         4096,
+		refresh:          make(chan struct{}, 1),
 	}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
@@ -228,7 +237,8 @@ func (s *Switch) declare(ports []uint32) declared {
 		fm.Flags |= openflow.FlagSendFlowRem
 		fm.Cookie = s.cfg.Cookie
 		fm.CookieMask = 0
-		fm.Output = append([]uint32(nil), fm.Output...)
+		fm.Actions = slices.Clone(fm.Actions)
+		fm.Output = slices.Clone(fm.Output)
 		if fm.TableID == s.cfg.TableID {
 			d.want[keyOf(fm.Priority, fm.Match)] = len(d.flows)
 		}
@@ -252,11 +262,10 @@ func (s *Switch) ownsMeter(id uint32) bool {
 	return s.cfg.OwnsMeter != nil && s.cfg.OwnsMeter(id)
 }
 
-// keyOf returns the key of a flow, its IPv4 address unmapped as encoded.
+// keyOf returns the key of a flow, its IPv4 addresses unmapped as encoded.
 func keyOf(priority uint16, m openflow.Match) flowKey {
-	if m.IPv4Dst.IsValid() {
-		m.IPv4Dst = m.IPv4Dst.Unmap()
-	}
+	m.IPv4Dst = m.IPv4Dst.Unmap()
+	m.ARPTPA = m.ARPTPA.Unmap()
 	return flowKey{priority: priority, match: m}
 }
 
@@ -275,6 +284,20 @@ func (s *Switch) Stats() map[string]uint64 {
 		m[counterNames[i]] = s.counters[i].Load()
 	}
 	return m
+}
+
+// Refresh asks the session to declare the set again (Config.Declare for
+// the ports it knows) and apply what changed, as it does when the ports
+// change: new and changed meters and flows are added, flows and meters no
+// longer declared are deleted. Call it after changing what Declare reads
+// besides the ports. It returns at once and never blocks; the running
+// session applies it within milliseconds, or the next one as soon as it
+// is up, and calls made before that are applied once.
+func (s *Switch) Refresh() {
+	select {
+	case s.refresh <- struct{}{}:
+	default:
+	}
 }
 
 // Connected reports whether a session is up (handshake done, flows sent).

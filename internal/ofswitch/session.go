@@ -204,11 +204,11 @@ func (s *Switch) appendFlow(msg []byte, xid uint32, fm *openflow.FlowMod) []byte
 func sameFlow(a, b *openflow.FlowMod) bool {
 	return a.MeterID == b.MeterID && a.ControllerID == b.ControllerID && a.MaxLen == b.MaxLen &&
 		a.Flags == b.Flags && a.IdleTimeout == b.IdleTimeout && a.HardTimeout == b.HardTimeout &&
-		a.TableID == b.TableID && slices.Equal(a.Output, b.Output)
+		a.TableID == b.TableID && slices.Equal(a.Actions, b.Actions) && slices.Equal(a.Output, b.Output)
 }
 
-// update applies a change of ports: it declares the set for the new ports
-// and queues what differs from the current one (new and changed meters,
+// update applies a change of ports or a Refresh: it declares the set for
+// the known ports and queues what differs from the current one (new and changed meters,
 // new and changed flows, strict deletes of flows no longer declared, then
 // deletes of meters no longer declared). It returns the xid of its first
 // message, or ok false when nothing changed.
@@ -294,7 +294,7 @@ func (s *Switch) portsChanged(ev portEvent) bool {
 }
 
 // keep is the keeper loop: echoes, periodic checks of flows and meters,
-// port changes, debounced reinstalls and the shutdown. changed is the xid
+// port changes, refreshes, debounced reinstalls and the shutdown. changed is the xid
 // of the last change of the set: dumps asked before it are ignored.
 func (s *Switch) keep(ctx context.Context, c *conn, changed uint32) error {
 	echo := time.NewTicker(s.echoInterval)
@@ -338,6 +338,11 @@ func (s *Switch) keep(ctx context.Context, c *conn, changed uint32) error {
 			if xid, ok := s.update(c); ok {
 				changed = xid
 				s.log.Info("flows updated for ports", "ports", len(s.ports), "meters", len(s.meters), "flows", len(s.flows))
+			}
+		case <-s.refresh:
+			if xid, ok := s.update(c); ok {
+				changed = xid
+				s.log.Info("flows updated for state", "ports", len(s.ports), "meters", len(s.meters), "flows", len(s.flows))
 			}
 		case r := <-c.stats:
 			if before(r.xid) {

@@ -98,7 +98,8 @@ func AppendBarrierRequest(dst []byte, xid uint32) []byte {
 // FlowMod describes a FLOW_MOD. Its instructions, encoded for the add and
 // modify commands (deletes carry none), are a meter instruction when
 // MeterID is nonzero, then one apply-actions instruction: the controller
-// action when MaxLen is nonzero, then an output to each port of Output.
+// action when MaxLen is nonzero, then Actions in order, then an output to
+// each port of Output. A flow without any of them drops what it matches.
 type FlowMod struct {
 	Cookie, CookieMask       uint64
 	TableID                  uint8
@@ -115,8 +116,11 @@ type FlowMod struct {
 	// MaxLen bytes of each packet (MaxLenNoBuffer: all of it) to the
 	// connections whose controller id is ControllerID.
 	ControllerID, MaxLen uint16
-	// Output lists ports to output the packet to, after the controller
-	// action.
+	// Actions are the actions after the controller action: moves and sets
+	// of fields, register loads, resubmits.
+	Actions []Action
+	// Output lists ports to output the packet to, after Actions
+	// (PortInPort: back where it came from).
 	Output []uint32
 	// MeterID, when nonzero, sends the packet through that meter before
 	// the actions (an OpenFlow 1.3 meter instruction); the meter must
@@ -128,11 +132,16 @@ type FlowMod struct {
 var errFlowModTooLong = errors.New("openflow: flow-mod longer than a message")
 
 // AppendFlowMod appends a FLOW_MOD built from fm. It fails (returning dst
-// unchanged) when fm's match has an address of the wrong family or the
-// message would exceed MaxMessageLen.
+// unchanged) when fm's match has an address of the wrong family, an action
+// cannot be encoded or the message would exceed MaxMessageLen.
 func AppendFlowMod(dst []byte, xid uint32, fm *FlowMod) ([]byte, error) {
 	if err := fm.Match.check(); err != nil {
 		return dst, err
+	}
+	for i := range fm.Actions {
+		if err := fm.Actions[i].check(); err != nil {
+			return dst, err
+		}
 	}
 	start := len(dst)
 	dst = appendHeader(dst, TypeFlowMod, xid)
@@ -171,7 +180,7 @@ func AppendFlowMod(dst []byte, xid uint32, fm *FlowMod) ([]byte, error) {
 // appendApplyActions appends an apply-actions instruction holding fm's
 // actions, or nothing when fm has none.
 func appendApplyActions(dst []byte, fm *FlowMod) []byte {
-	if fm.MaxLen == 0 && len(fm.Output) == 0 {
+	if fm.MaxLen == 0 && len(fm.Actions) == 0 && len(fm.Output) == 0 {
 		return dst
 	}
 	start := len(dst)
@@ -184,6 +193,9 @@ func appendApplyActions(dst []byte, fm *FlowMod) []byte {
 		dst = binary.BigEndian.AppendUint16(dst, fm.MaxLen)
 		dst = binary.BigEndian.AppendUint16(dst, fm.ControllerID)
 		dst = append(dst, ReasonAction, 0)
+	}
+	for i := range fm.Actions {
+		dst = fm.Actions[i].append(dst)
 	}
 	for _, port := range fm.Output {
 		dst = appendOutput(dst, port)
@@ -251,18 +263,10 @@ func AppendPacketOutResubmit(dst []byte, xid uint32, inPort uint32, mark Reg, ta
 	dst = binary.BigEndian.AppendUint16(dst, uint16(actionsLen))
 	dst = appendZeros(dst, 6)
 	if mark.Mask != 0 {
-		act := len(dst)
-		dst = append(dst, 0xff, 0xff, 0, regLoad2ActLen)
-		dst = binary.BigEndian.AppendUint32(dst, ExperimenterNicira)
-		dst = binary.BigEndian.AppendUint16(dst, nxastRegLoad2)
-		dst = mark.appendOXM(dst)
-		dst = appendZeros(dst, regLoad2ActLen-(len(dst)-act))
+		load := LoadReg(mark)
+		dst = load.append(dst)
 	}
-	dst = append(dst, 0xff, 0xff, 0, resubmitActLen)
-	dst = binary.BigEndian.AppendUint32(dst, ExperimenterNicira)
-	dst = binary.BigEndian.AppendUint16(dst, nxastResubmitTable)
-	dst = binary.BigEndian.AppendUint16(dst, nxInPort)
-	dst = append(dst, table, 0, 0, 0)
+	dst = appendResubmit(dst, table)
 	dst = append(dst, frame...)
 	return finish(dst, start), nil
 }

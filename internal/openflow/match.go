@@ -8,9 +8,12 @@ import (
 
 // Match is the subset of OXM fields this codec encodes and decodes. A zero
 // field is a wildcard. Encoding includes no prerequisites: set EthType (and
-// IPProto for UDPDst) yourself, as OpenFlow requires.
+// IPProto for UDPDst and ICMPv6Type, ICMPv6Type for NDTarget) yourself, as
+// OpenFlow requires.
 type Match struct {
 	InPort uint32
+	// EthDst matches the Ethernet destination when it is not all zeros.
+	EthDst [6]byte
 	// Untagged matches only frames without an 802.1Q tag (OXM VLAN_VID
 	// OFPVID_NONE; ovs-ofctl shows vlan_tci=0x0000/0x1fff).
 	Untagged bool
@@ -18,9 +21,23 @@ type Match struct {
 	IPProto  uint8
 	// IPv4Dst must be an IPv4 address (or IPv4-mapped IPv6) when valid.
 	IPv4Dst netip.Addr
+	// ARPOp is the ARP opcode (1 request, 2 reply).
+	ARPOp uint16
+	// ARPTPA is the ARP target protocol address; it must be an IPv4
+	// address (or IPv4-mapped IPv6) when valid.
+	ARPTPA netip.Addr
+	// IPv6Src must be an IPv6 address when valid; the unspecified address
+	// :: is a valid value (it matches packets sent from no address).
+	IPv6Src netip.Addr
 	// IPv6Dst must be an IPv6 address when valid.
 	IPv6Dst netip.Addr
 	UDPDst  uint16
+	// ICMPv6Type is the ICMPv6 type (135 Neighbor Solicitation, 136
+	// Neighbor Advertisement); type 0 cannot be matched.
+	ICMPv6Type uint8
+	// NDTarget is the target address of a Neighbor Solicitation or
+	// Advertisement; it must be an IPv6 address when valid.
+	NDTarget netip.Addr
 	// Reg matches the bits of one Open vSwitch register; a zero Mask is a
 	// wildcard.
 	Reg Reg
@@ -70,13 +87,19 @@ const (
 	oxmClassBasic = 0x8000
 	oxmHasMask    = 0x100
 
-	oxmInPort  = 0
-	oxmEthType = 5
-	oxmVLANVID = 6
-	oxmIPProto = 10
-	oxmIPv4Dst = 12
-	oxmUDPDst  = 16
-	oxmIPv6Dst = 27
+	oxmInPort     = 0
+	oxmEthDst     = 3
+	oxmEthType    = 5
+	oxmVLANVID    = 6
+	oxmIPProto    = 10
+	oxmIPv4Dst    = 12
+	oxmUDPDst     = 16
+	oxmARPOp      = 21
+	oxmARPTPA     = 23
+	oxmIPv6Src    = 26
+	oxmIPv6Dst    = 27
+	oxmICMPv6Type = 29
+	oxmNDTarget   = 31
 )
 
 // matchTypeOXM is ofp_match.type for OXM matches.
@@ -89,11 +112,24 @@ func oxmHeader(field uint8, length uint8) uint32 {
 
 // check reports a match this codec cannot encode faithfully.
 func (m *Match) check() error {
-	if m.IPv4Dst.IsValid() && !m.IPv4Dst.Unmap().Is4() {
-		return fmt.Errorf("openflow: match ipv4_dst %s is not an IPv4 address", m.IPv4Dst)
-	}
-	if m.IPv6Dst.IsValid() && (m.IPv6Dst.Is4() || m.IPv6Dst.Is4In6()) {
-		return fmt.Errorf("openflow: match ipv6_dst %s is not an IPv6 address", m.IPv6Dst)
+	for _, f := range []struct {
+		name string
+		addr netip.Addr
+		v4   bool
+	}{
+		{"ipv4_dst", m.IPv4Dst, true},
+		{"arp_tpa", m.ARPTPA, true},
+		{"ipv6_src", m.IPv6Src, false},
+		{"ipv6_dst", m.IPv6Dst, false},
+		{"nd_target", m.NDTarget, false},
+	} {
+		switch {
+		case !f.addr.IsValid():
+		case f.v4 && !f.addr.Unmap().Is4():
+			return fmt.Errorf("openflow: match %s %s is not an IPv4 address", f.name, f.addr)
+		case !f.v4 && (f.addr.Is4() || f.addr.Is4In6()):
+			return fmt.Errorf("openflow: match %s %s is not an IPv6 address", f.name, f.addr)
+		}
 	}
 	if m.Reg.Mask != 0 {
 		return m.Reg.check()
@@ -101,14 +137,18 @@ func (m *Match) check() error {
 	return nil
 }
 
-// appendMatch appends m as an ofp_match padded to 8 bytes. The caller has
-// checked m.
+// appendMatch appends m as an ofp_match padded to 8 bytes, each field after
+// its prerequisites. The caller has checked m.
 func appendMatch(dst []byte, m *Match) []byte {
 	start := len(dst)
 	dst = append(dst, 0, matchTypeOXM, 0, 0)
 	if m.InPort != 0 {
 		dst = binary.BigEndian.AppendUint32(dst, oxmHeader(oxmInPort, 4))
 		dst = binary.BigEndian.AppendUint32(dst, m.InPort)
+	}
+	if m.EthDst != [6]byte{} {
+		dst = binary.BigEndian.AppendUint32(dst, oxmHeader(oxmEthDst, 6))
+		dst = append(dst, m.EthDst[:]...)
 	}
 	if m.Untagged {
 		dst = binary.BigEndian.AppendUint32(dst, oxmHeader(oxmVLANVID, 2))
@@ -122,25 +162,46 @@ func appendMatch(dst []byte, m *Match) []byte {
 		dst = binary.BigEndian.AppendUint32(dst, oxmHeader(oxmIPProto, 1))
 		dst = append(dst, m.IPProto)
 	}
-	if m.IPv4Dst.IsValid() {
-		a := m.IPv4Dst.Unmap().As4()
-		dst = binary.BigEndian.AppendUint32(dst, oxmHeader(oxmIPv4Dst, 4))
-		dst = append(dst, a[:]...)
+	dst = appendAddr(dst, oxmIPv4Dst, m.IPv4Dst)
+	if m.ARPOp != 0 {
+		dst = binary.BigEndian.AppendUint32(dst, oxmHeader(oxmARPOp, 2))
+		dst = binary.BigEndian.AppendUint16(dst, m.ARPOp)
 	}
-	if m.IPv6Dst.IsValid() {
-		a := m.IPv6Dst.As16()
-		dst = binary.BigEndian.AppendUint32(dst, oxmHeader(oxmIPv6Dst, 16))
-		dst = append(dst, a[:]...)
-	}
+	dst = appendAddr(dst, oxmARPTPA, m.ARPTPA)
+	dst = appendAddr(dst, oxmIPv6Src, m.IPv6Src)
+	dst = appendAddr(dst, oxmIPv6Dst, m.IPv6Dst)
 	if m.UDPDst != 0 {
 		dst = binary.BigEndian.AppendUint32(dst, oxmHeader(oxmUDPDst, 2))
 		dst = binary.BigEndian.AppendUint16(dst, m.UDPDst)
 	}
+	if m.ICMPv6Type != 0 {
+		dst = binary.BigEndian.AppendUint32(dst, oxmHeader(oxmICMPv6Type, 1))
+		dst = append(dst, m.ICMPv6Type)
+	}
+	dst = appendAddr(dst, oxmNDTarget, m.NDTarget)
 	if m.Reg.Mask != 0 {
 		dst = m.Reg.appendOXM(dst)
 	}
 	binary.BigEndian.PutUint16(dst[start+2:], uint16(len(dst)-start))
 	return appendZeros(dst, pad8(len(dst)-start))
+}
+
+// appendAddr appends addr as the basic field of that number, 4 bytes for
+// an IPv4 (or IPv4-mapped) address, 16 for IPv6; nothing when addr is not
+// valid.
+func appendAddr(dst []byte, field uint8, addr netip.Addr) []byte {
+	switch {
+	case !addr.IsValid():
+		return dst
+	case addr.Unmap().Is4():
+		a := addr.Unmap().As4()
+		dst = binary.BigEndian.AppendUint32(dst, oxmHeader(field, 4))
+		return append(dst, a[:]...)
+	default:
+		a := addr.As16()
+		dst = binary.BigEndian.AppendUint32(dst, oxmHeader(field, 16))
+		return append(dst, a[:]...)
+	}
 }
 
 // appendEmptyMatch appends a match of no fields.
@@ -205,6 +266,18 @@ func parseMatch(b []byte, m *Match) (int, error) {
 			m.IPv6Dst = netip.AddrFrom16([16]byte(v))
 		case field == oxmUDPDst && n == 2:
 			m.UDPDst = binary.BigEndian.Uint16(v)
+		case field == oxmEthDst && n == 6:
+			m.EthDst = [6]byte(v)
+		case field == oxmARPOp && n == 2:
+			m.ARPOp = binary.BigEndian.Uint16(v)
+		case field == oxmARPTPA && n == 4:
+			m.ARPTPA = netip.AddrFrom4([4]byte(v))
+		case field == oxmIPv6Src && n == 16:
+			m.IPv6Src = netip.AddrFrom16([16]byte(v))
+		case field == oxmICMPv6Type && n == 1:
+			m.ICMPv6Type = v[0]
+		case field == oxmNDTarget && n == 16:
+			m.NDTarget = netip.AddrFrom16([16]byte(v))
 		}
 	}
 	return padded, nil

@@ -1,8 +1,9 @@
 // Package openflow is a small OpenFlow 1.3 codec: exactly the messages a
 // controller needs to punt packets to itself with Nicira controller actions,
 // answer them with packet-outs, hand packets back to the bridge's pipeline
-// (a packet-out that marks a register and resubmits) and keep its flows
-// installed.
+// (a packet-out that marks a register and resubmits), answer ARP and
+// Neighbor Solicitations from flows (field moves and sets, output to
+// IN_PORT) and keep its flows installed.
 //
 // Encoders append to a caller's buffer (no allocation when it has room);
 // decoders alias the message they parse and never panic on malformed input.

@@ -513,6 +513,8 @@ func FuzzReadMessage(f *testing.F) {
 	f.Add(msgBytes(&testing.T{}, TypeError, 1, "ffff"+"0010"+"00002320"))
 	f.Add(msgBytes(&testing.T{}, TypeMultipartReply, 6, "0009"+"0000"+"00000000", meterStatsEntry))
 	f.Add(msgBytes(&testing.T{}, TypePortStatus, 7, "00"+"00000000000000", portEntry))
+	f.Add(flowStatsOf(&testing.T{}, arpAnswer()))
+	f.Add(flowStatsOf(&testing.T{}, naAnswer()))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		r := bufio.NewReader(bytes.NewReader(data))
 		buf := make([]byte, 0, 128)

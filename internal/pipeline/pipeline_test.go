@@ -29,13 +29,13 @@ func checkFlow(t *testing.T, i int, f openflow.FlowMod) {
 		f.Flags&openflow.FlagSendFlowRem == 0 || f.MaxLen != openflow.MaxLenNoBuffer || f.Command != openflow.FlowAdd {
 		t.Errorf("flow %d: %+v", i, f)
 	}
-	if f.Match.IPProto != ipProtoUDP {
+	if f.Match.IPProto != ipProtoUDP || f.Match.Reg != unmarked || len(f.Actions) != 0 || len(f.Output) != 0 {
 		t.Errorf("flow %d match: %+v", i, f.Match)
 	}
 }
 
 func TestDeclareNoPorts(t *testing.T) {
-	meters, flows := spec.Declare(nil)
+	meters, flows := spec.Declare(nil, State{})
 	want := openflow.MeterMod{Command: openflow.MeterAdd, Flags: meterFlags, MeterID: GlobalMeterID,
 		Rate: DefaultMeterRate, Burst: DefaultMeterBurst}
 	if len(meters) != 1 || meters[0] != want {
@@ -58,7 +58,7 @@ func TestDeclareNoPorts(t *testing.T) {
 func TestDeclarePorts(t *testing.T) {
 	s := spec
 	s.PortMeterRate, s.PortMeterBurst, s.MeterRate, s.MeterBurst = 500, 50, 9000, 90
-	meters, flows := s.Declare([]uint32{7, 3, openflow.PortLocal, MaxMeteredPort + 1, 7})
+	meters, flows := s.Declare([]uint32{7, 3, openflow.PortLocal, MaxMeteredPort + 1, 7}, State{})
 	wantMeters := []openflow.MeterMod{
 		{Command: openflow.MeterAdd, Flags: meterFlags, MeterID: MeterIDBase + 3, Rate: 500, Burst: 50},
 		{Command: openflow.MeterAdd, Flags: meterFlags, MeterID: MeterIDBase + 7, Rate: 500, Burst: 50},
@@ -97,7 +97,7 @@ func TestDeclarePorts(t *testing.T) {
 func TestDeclareNoMeters(t *testing.T) {
 	s := spec
 	s.NoMeters = true
-	meters, flows := s.Declare([]uint32{1, 2})
+	meters, flows := s.Declare([]uint32{1, 2}, State{VMPorts: []uint32{1, 2}})
 	if len(meters) != 0 || len(flows) != len(spec.Services) {
 		t.Fatalf("%d meters, %d flows", len(meters), len(flows))
 	}
@@ -111,7 +111,7 @@ func TestDeclareNoMeters(t *testing.T) {
 func TestDeclareTopPriority(t *testing.T) {
 	s := spec
 	s.Priority = 0xffff
-	_, flows := s.Declare([]uint32{1})
+	_, flows := s.Declare([]uint32{1}, State{})
 	if flows[0].Priority != 0xffff || flows[len(flows)-1].Priority != 0xfffe {
 		t.Errorf("priorities %d and %d", flows[0].Priority, flows[len(flows)-1].Priority)
 	}
@@ -132,7 +132,7 @@ func TestFlowsAsOVSSeesThem(t *testing.T) {
 	}
 	s := spec
 	s.InterceptAll = true
-	meters, flows := s.Declare([]uint32{5})
+	meters, flows := s.Declare([]uint32{5}, State{VMPorts: []uint32{5}})
 	wantMeters := []string{
 		"ADD meter=3495100421 pktps burst stats bands= type=drop rate=1024 burst_size=100",
 		"ADD meter=3495100416 pktps burst stats bands= type=drop rate=10000 burst_size=100",
@@ -143,14 +143,14 @@ func TestFlowsAsOVSSeesThem(t *testing.T) {
 		}
 	}
 	want := []string{
-		"table:60 priority=103,udp,in_port=5,nw_dst=169.254.169.254,tp_dst=53 cookie:0x444e53 send_flow_rem actions=meter:3495100421,controller(",
-		"table:60 priority=103,udp6,in_port=5,ipv6_dst=fd00::254,tp_dst=53",
-		"table:60 priority=103,udp,in_port=5,nw_dst=10.1.2.3,tp_dst=5353",
+		"table:60 priority=103,udp,reg13=0/0x1,in_port=5,nw_dst=169.254.169.254,tp_dst=53 cookie:0x444e53 send_flow_rem actions=meter:3495100421,controller(",
+		"table:60 priority=103,udp6,reg13=0/0x1,in_port=5,ipv6_dst=fd00::254,tp_dst=53",
+		"table:60 priority=103,udp,reg13=0/0x1,in_port=5,nw_dst=10.1.2.3,tp_dst=5353",
 		"table:60 priority=101,udp,reg13=0/0x1,in_port=5,vlan_tci=0x0000/0x1fff,tp_dst=53 cookie:0x444e53 send_flow_rem actions=meter:3495100421,controller(",
 		"table:60 priority=101,udp6,reg13=0/0x1,in_port=5,vlan_tci=0x0000/0x1fff,tp_dst=53 cookie:0x444e53 send_flow_rem actions=meter:3495100421,controller(",
-		"table:60 priority=102,udp,nw_dst=169.254.169.254,tp_dst=53 cookie:0x444e53 send_flow_rem actions=meter:3495100416,controller(",
-		"table:60 priority=102,udp6,ipv6_dst=fd00::254,tp_dst=53",
-		"table:60 priority=102,udp,nw_dst=10.1.2.3,tp_dst=5353",
+		"table:60 priority=102,udp,reg13=0/0x1,nw_dst=169.254.169.254,tp_dst=53 cookie:0x444e53 send_flow_rem actions=meter:3495100416,controller(",
+		"table:60 priority=102,udp6,reg13=0/0x1,ipv6_dst=fd00::254,tp_dst=53",
+		"table:60 priority=102,udp,reg13=0/0x1,nw_dst=10.1.2.3,tp_dst=5353",
 	}
 	for i, f := range flows {
 		b, err := openflow.AppendFlowMod(nil, 1, &f)
@@ -169,17 +169,18 @@ func TestFlowsAsOVSSeesThem(t *testing.T) {
 func TestDeclareInterceptAll(t *testing.T) {
 	s := spec
 	s.InterceptAll = true
-	meters, flows := s.Declare([]uint32{7, 3, openflow.PortLocal, 3})
-	if len(meters) != 3 {
+	// Port 9 is a VM port the bridge does not have; 5 is not a VM port.
+	meters, flows := s.Declare([]uint32{7, 3, 5, openflow.PortLocal, 3}, State{VMPorts: []uint32{7, 9, 3, 3}})
+	if len(meters) != 4 {
 		t.Errorf("%d meters", len(meters))
 	}
-	// Per port: the service flows; then the intercept flows of each port;
-	// then the generic flows.
+	// Per port: the service flows; then the intercept flows of each VM
+	// port; then the generic flows.
 	n := len(spec.Services)
-	if len(flows) != 2*n+2*2+n {
+	if len(flows) != 3*n+2*2+n {
 		t.Fatalf("%d flows", len(flows))
 	}
-	intercepts := flows[2*n : 2*n+4]
+	intercepts := flows[3*n : 3*n+4]
 	for i, f := range intercepts {
 		checkFlow(t, i, f)
 		port := []uint32{3, 3, 7, 7}[i]
@@ -198,7 +199,7 @@ func TestDeclareInterceptAll(t *testing.T) {
 	}
 
 	s.NoMeters = true
-	meters, flows = s.Declare([]uint32{3})
+	meters, flows = s.Declare([]uint32{3}, State{VMPorts: []uint32{3}})
 	if len(meters) != 0 || len(flows) != 2+n {
 		t.Fatalf("no meters: %d meters, %d flows", len(meters), len(flows))
 	}

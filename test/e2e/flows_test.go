@@ -21,10 +21,10 @@ func TestFlowSet(t *testing.T) {
 	joined := strings.Join(flows, "\n")
 	for _, want := range []string{
 		"table=60", "priority=102", "send_flow_rem",
-		"udp,nw_dst=169.254.169.254,tp_dst=53", "udp6,ipv6_dst=fd00::254,tp_dst=53",
+		"udp,reg13=0/0x1,nw_dst=169.254.169.254,tp_dst=53", "udp6,reg13=0/0x1,ipv6_dst=fd00::254,tp_dst=53",
 		"controller(", "id=53",
 		// Per-port flows, each with its port's meter, above the generic ones.
-		fmt.Sprintf("priority=103,udp,in_port=%d,nw_dst=169.254.169.254,tp_dst=53 actions=meter:", e.vms[0].OFPort),
+		fmt.Sprintf("priority=103,udp,reg13=0/0x1,in_port=%d,nw_dst=169.254.169.254,tp_dst=53 actions=meter:", e.vms[0].OFPort),
 		"meter:",
 	} {
 		if !strings.Contains(joined, want) {
@@ -45,7 +45,7 @@ func TestFlowsRestored(t *testing.T) {
 	}{
 		{"agent cleanup by cookie", []string{"del-flows", e.lab.Bridge, fmt.Sprintf("cookie=%#x/-1", flowCookie)}},
 		{"table 60 udp wiped", []string{"del-flows", e.lab.Bridge, "table=60,udp"}},
-		{"one flow deleted", []string{"--strict", "del-flows", e.lab.Bridge, "table=60,priority=102,udp6,ipv6_dst=fd00::254,tp_dst=53"}},
+		{"one flow deleted", []string{"--strict", "del-flows", e.lab.Bridge, "table=60,priority=102,udp6,reg13=0/0x1,ipv6_dst=fd00::254,tp_dst=53"}},
 	}
 	for _, d := range deletions {
 		t.Run(d.name, func(t *testing.T) {
