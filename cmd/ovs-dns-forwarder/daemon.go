@@ -66,6 +66,9 @@ type daemon struct {
 	resp    *responder.Responder
 	metrics *metrics.Metrics
 	qlog    atomic.Pointer[queryLog]
+	// state is what the flow set needs beyond port numbers (VM ports,
+	// neighbour answers), recomputed by followTopology.
+	state atomic.Pointer[pipeline.State]
 }
 
 // queryLog is the query log's setting; nil inside the pointer: off.
@@ -120,26 +123,31 @@ func (d *daemon) build() error {
 		return fmt.Errorf("upstream sockets: %w", err)
 	}
 	spec := pipeline.Spec{
-		Table:          cfg.FlowTable,
-		Priority:       cfg.FlowPriority,
-		Cookie:         cfg.FlowCookie,
-		ControllerID:   cfg.ControllerID,
-		Services:       cfg.ClientServers,
-		NoMeters:       !cfg.Meters,
-		MeterRate:      cfg.MeterRate,
-		MeterBurst:     cfg.MeterBurst,
-		PortMeterRate:  cfg.PortMeterRate,
-		PortMeterBurst: cfg.PortMeterBurst,
-		InterceptAll:   cfg.InterceptAllDNS,
+		Table:           cfg.FlowTable,
+		Priority:        cfg.FlowPriority,
+		Cookie:          cfg.FlowCookie,
+		ControllerID:    cfg.ControllerID,
+		Services:        cfg.ClientServers,
+		NoMeters:        !cfg.Meters,
+		MeterRate:       cfg.MeterRate,
+		MeterBurst:      cfg.MeterBurst,
+		PortMeterRate:   cfg.PortMeterRate,
+		PortMeterBurst:  cfg.PortMeterBurst,
+		InterceptAll:    cfg.InterceptAllDNS,
+		NeighborAnswers: cfg.AnswerNeighbors,
+		ResponderMAC:    cfg.ResponderMAC,
 	}
+	// No VM port and no neighbour until OVSDB and Neutron say which:
+	// nothing is intercepted or answered for a port the daemon does not
+	// know to be an instance's.
+	d.state.Store(&pipeline.State{})
 	d.sw = ofswitch.New(ofswitch.Config{
 		Target:       cfg.OpenFlowConnection,
 		ControllerID: cfg.ControllerID,
 		Cookie:       cfg.FlowCookie,
 		TableID:      cfg.FlowTable,
 		Declare: func(ports []uint32) ([]openflow.MeterMod, []openflow.FlowMod) {
-			// Every port counts as a VM port until the daemon passes its State.
-			return spec.Declare(ports, pipeline.State{VMPorts: ports})
+			return spec.Declare(ports, *d.state.Load())
 		},
 		OwnsMeter: spec.OwnsMeter,
 		Mark:      pipeline.ReinjectMark(),
@@ -299,6 +307,7 @@ func (d *daemon) run() error {
 				logger.Error("Neutron records stopped", "error", err)
 			}
 		})
+		bg.Go(func() { d.followTopology(ctx) })
 	}
 	if d.metrics != nil {
 		bg.Go(func() {

@@ -174,6 +174,14 @@ type Config struct {
 	// InterceptAllDNS captures DNS from VM ports to any destination too:
 	// local names are answered, the rest goes on unchanged.
 	InterceptAllDNS bool
+	// AnswerNeighbors answers, from flows, ARP and Neighbor Solicitations
+	// for the gateways of isolated overlay networks, fd00::254-style IPv6
+	// service addresses and (ARP) the IPv4 service addresses, with
+	// ResponderMAC (see docs/neighbours.md).
+	AnswerNeighbors bool
+	// ResponderMAC is the MAC those answers give; queries sent to it are
+	// captured like any other.
+	ResponderMAC [6]byte
 
 	// MetricsListen is where /metrics, /healthz and /readyz are served
 	// (HOST:PORT); "" disables them.
@@ -212,6 +220,8 @@ func Defaults() *Config {
 		PortRateLimit:            1024,
 		PortRateBurst:            200,
 		Meters:                   true,
+		AnswerNeighbors:          true,
+		ResponderMAC:             pipeline.DefaultResponderMAC,
 		MeterRate:                pipeline.DefaultMeterRate,
 		MeterBurst:               pipeline.DefaultMeterBurst,
 		PortMeterRate:            pipeline.DefaultPortMeterRate,

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"net"
 	"net/url"
 	"os"
 	"strconv"
@@ -20,6 +21,8 @@ const (
 	optLocalTTL           = "local_ttl"
 	optLocalAuthoritative = "local_domain_authoritative"
 	optInterceptAll       = "intercept_all_dns"
+	optAnswerNeighbors    = "answer_neighbors"
+	optResponderMAC       = "responder_mac"
 
 	optAuthType          = "auth_type"
 	optAuthURL           = "auth_url"
@@ -80,6 +83,7 @@ func (s settings) namesSteps(c *Config) []func() error {
 		func() error { return intOption(s, sectionDNS, optLocalTTL, 0, maxTTL, &c.LocalTTL) },
 		func() error { return s.boolOption(sectionDNS, optLocalAuthoritative, &c.LocalDomainAuthoritative) },
 		func() error { return s.neutron(c) },
+		func() error { return s.neighbors(c) },
 		func() error {
 			if err := s.boolOption(sectionDNS, optInterceptAll, &c.InterceptAllDNS); err != nil {
 				return err
@@ -95,6 +99,39 @@ func (s settings) namesSteps(c *Config) []func() error {
 			return nil
 		},
 	}
+}
+
+// neighbors sets AnswerNeighbors and ResponderMAC. The answers' drop
+// flow sits one priority below flow_priority and must stay above
+// Neutron's in_port flows (100), like the intercept flows: with a
+// flow_priority under 102 the answers are off unless answer_neighbors is
+// set to true, which is then an error.
+func (s settings) neighbors(c *Config) error {
+	if err := s.boolOption(sectionDNS, optAnswerNeighbors, &c.AnswerNeighbors); err != nil {
+		return err
+	}
+	if c.FlowPriority < minInterceptPriority {
+		if _, set := s.get(sectionDNS, optAnswerNeighbors); set && c.AnswerNeighbors {
+			return s.invalid(sectionDNS, optAnswerNeighbors, "needs flow_priority 102 or more (it is "+strconv.Itoa(int(c.FlowPriority))+")")
+		}
+		// The default gives way to a lower flow_priority.
+		c.AnswerNeighbors = false
+	}
+	v, ok := s.get(sectionDNS, optResponderMAC)
+	if !ok {
+		return nil
+	}
+	mac, err := net.ParseMAC(v.value)
+	switch {
+	case err != nil || len(mac) != 6:
+		return s.invalid(sectionDNS, optResponderMAC, "not a MAC address (want xx:xx:xx:xx:xx:xx)")
+	case mac[0]&1 != 0:
+		return s.invalid(sectionDNS, optResponderMAC, "a multicast MAC; want a unicast one")
+	case [6]byte(mac) == [6]byte{}:
+		return s.invalid(sectionDNS, optResponderMAC, "the zero MAC")
+	}
+	c.ResponderMAC = [6]byte(mac)
+	return nil
 }
 
 // ovsdb sets OVSDBConnection from [ovs] ovsdb_connection, if set.

@@ -29,6 +29,7 @@ var needed = []struct{ file, pkg string }{
 	{"ethtool", "ethtool"},
 	{"ip", "iproute2"},
 	{"ping", "iputils-ping"},
+	{"arping", "iputils-arping"},
 	{"sysctl", "procps"},
 	{"unbound", "unbound"},
 	{"unbound-checkconf", "unbound"},
@@ -46,7 +47,7 @@ var (
 
 // EnsurePackages installs the Debian packages the harness needs
 // (openvswitch-switch, bind9-dnsutils, dnsperf, tcpdump, ethtool,
-// iproute2, iputils-ping, procps, unbound) when one of their programs is
+// iproute2, iputils-ping, iputils-arping, procps, unbound) when one of their programs is
 // missing: apt-get update once per process, then apt-get install -y for
 // the missing packages only. While it installs, a temporary
 // /usr/sbin/policy-rc.d (only when none exists) stops the packages'

@@ -127,8 +127,11 @@ func (e *env) launch(name, cfg string, args ...string) *lab.Process {
 }
 
 // wantFlows is the number of flows the daemon keeps: per service address
-// (two of them) one generic flow and one per VM port.
-func (e *env) wantFlows() int { return 2 * (1 + len(e.vms)) }
+// (two of them) one generic flow and one per VM port, and, with the
+// neighbour answers on by default, the ARP answer for 169.254.169.254 and
+// the responder MAC's drop flow (without Neutron records no port is known
+// to be a VM's, so there is no gateway answer).
+func (e *env) wantFlows() int { return 2*(1+len(e.vms)) + 2 }
 
 // waitFlows waits until the bridge holds n flows with the daemon's cookie
 // and returns how long that took.

@@ -26,6 +26,10 @@ func TestFlowSet(t *testing.T) {
 		// Per-port flows, each with its port's meter, above the generic ones.
 		fmt.Sprintf("priority=103,udp,reg13=0/0x1,in_port=%d,nw_dst=169.254.169.254,tp_dst=53 actions=meter:", e.vms[0].OFPort),
 		"meter:",
+		// The neighbour answers' defaults: ARP for 169.254.169.254 from
+		// the flows, and frames to the responder MAC dropped.
+		"priority=102,arp,reg13=0/0x1,vlan_tci=0x0000/0x1fff,arp_tpa=169.254.169.254,arp_op=1 actions=",
+		"set_field:02:44:4e:53:00:01->eth_src", "priority=101,dl_dst=02:44:4e:53:00:01 actions=drop",
 	} {
 		if !strings.Contains(joined, want) {
 			t.Errorf("flows lack %q:\n%s", want, joined)

@@ -1,0 +1,193 @@
+package e2e
+
+import (
+	"fmt"
+	"net/netip"
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ovs-dns-forwarder/ovs-dns-forwarder/internal/lab"
+)
+
+// responderMAC is the daemon's default responder MAC (pipeline's
+// DefaultResponderMAC), as ip neigh prints it.
+const responderMAC = "02:44:4e:53:00:01"
+
+// forgetNeighbours deletes the VM's permanent neighbour entries for the
+// gateways that AddNeutronVM added (they hide an isolated network's missing
+// router) and its cached entries, so that the VM must resolve them again.
+func forgetNeighbours(t *testing.T, vm *lab.VM) {
+	t.Helper()
+	out, err := vm.Command(t.Context(), "ip", "neigh", "flush", "dev", "eth0", "nud", "all").CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s: ip neigh flush: %v: %s", vm.Name, err, out)
+	}
+	out, err = vm.Command(t.Context(), "ip", "-6", "neigh", "flush", "dev", "eth0", "nud", "all").CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s: ip -6 neigh flush: %v: %s", vm.Name, err, out)
+	}
+}
+
+// neighbourMAC returns the MAC the VM's neighbour table has for addr, ""
+// when it has none.
+func neighbourMAC(t *testing.T, vm *lab.VM, addr string) string {
+	t.Helper()
+	out, err := vm.Command(t.Context(), "ip", "neigh", "show", addr, "dev", "eth0").CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s: ip neigh show %s: %v: %s", vm.Name, addr, err, out)
+	}
+	f := strings.Fields(string(out))
+	for i := range len(f) - 1 {
+		if f[i] == "lladdr" {
+			return f[i+1]
+		}
+	}
+	return ""
+}
+
+// arpReplies runs arping for addr from the VM and returns the MACs that
+// replied (upper case, as arping prints them).
+func arpReplies(t *testing.T, vm *lab.VM, addr string) []string {
+	t.Helper()
+	out, _ := vm.Command(t.Context(), "arping", "-c", "2", "-w", "2", "-I", "eth0", addr).CombinedOutput()
+	var macs []string
+	for _, m := range regexp.MustCompile(`reply from \S+ \[([0-9A-F:]+)\]`).FindAllStringSubmatch(string(out), -1) {
+		macs = append(macs, m[1])
+	}
+	return macs
+}
+
+// TestNeutronIsolatedNetwork checks DNS on an isolated overlay network of a
+// real Neutron (VXLAN, no router): the VMs route 169.254.169.254 and
+// fd00::254 via their subnets' gateways, which no port holds, and get no
+// static neighbour entry; the daemon's flows answer ARP and NS for those
+// gateways (and ARP for 169.254.169.254 on an on-link route), never for a
+// port's own address, and stop answering the IPv4 gateway within 2 s of a
+// router interface taking it on this node.
+func TestNeutronIsolatedNetwork(t *testing.T) {
+	e := newNeutronEnv(t)
+	// No resync while the test runs: every change it sees comes from the
+	// bridge (a new port triggers a sync at once).
+	e.startNamesDaemon("forwarder", "records_resync_interval = 3600")
+	alpha, beta, gamma := e.vm["alpha"], e.vm["beta"], e.vm["gamma"]
+	var subnet4 string
+	var gateway4, gateway6 netip.Addr
+	for _, id := range e.ports["alpha"].SubnetIDs {
+		s, err := e.neutron.GetSubnet(id)
+		must(t, err)
+		if s.CIDR.Addr().Is4() {
+			subnet4, gateway4 = id, s.Gateway
+		} else {
+			gateway6 = s.Gateway
+		}
+	}
+	for _, vm := range []*lab.VM{alpha, beta, gamma} {
+		forgetNeighbours(t, vm)
+	}
+
+	t.Run("gateway answered from flows", func(t *testing.T) {
+		e.eventually(10*time.Second, alpha, "beta.cloud.test", "A", e.ports["beta"].IPs[0].String())
+		want := strings.ToUpper(responderMAC)
+		if macs := arpReplies(t, alpha, gateway4.String()); len(macs) == 0 || slices.ContainsFunc(macs, func(m string) bool { return m != want }) {
+			t.Errorf("ARP for the gateway %s from alpha answered by %v, want only %s", gateway4, macs, want)
+		}
+		// Network B (same CIDR, same gateway address) too.
+		e.eventually(10*time.Second, gamma, "www.example.test", "A", "192.0.2.10")
+	})
+	t.Run("IPv6 gateway and service address", func(t *testing.T) {
+		out := e.dig(alpha, "@fd00::254", "beta.cloud.test", "AAAA", "+short", "+time=2", "+tries=3")
+		if !strings.Contains(out, e.ports["beta"].IPs[1].String()) {
+			t.Errorf("AAAA over fd00::254 via %s: %q", gateway6, out)
+		}
+		if got := neighbourMAC(t, alpha, gateway6.String()); got != responderMAC {
+			t.Errorf("alpha's neighbour entry for %s: %q, want %s", gateway6, got, responderMAC)
+		}
+		// An on-link route to fd00::254: its own solicitation is answered.
+		out2, err := alpha.Command(t.Context(), "ip", "-6", "route", "replace", "fd00::254/128", "dev", "eth0").CombinedOutput()
+		if err != nil {
+			t.Fatalf("on-link route: %v: %s", err, out2)
+		}
+		out = e.dig(alpha, "@fd00::254", "beta.cloud.test", "AAAA", "+short", "+time=2", "+tries=3")
+		if !strings.Contains(out, e.ports["beta"].IPs[1].String()) {
+			t.Errorf("AAAA over an on-link fd00::254: %q", out)
+		}
+		if got := neighbourMAC(t, alpha, "fd00::254"); got != responderMAC {
+			t.Errorf("alpha's neighbour entry for fd00::254: %q, want %s", got, responderMAC)
+		}
+	})
+	t.Run("on-link 169.254.169.254", func(t *testing.T) {
+		out, err := beta.Command(t.Context(), "ip", "route", "replace", "169.254.169.254/32", "dev", "eth0").CombinedOutput()
+		if err != nil {
+			t.Fatalf("on-link route: %v: %s", err, out)
+		}
+		e.eventually(10*time.Second, beta, "alpha.cloud.test", "A", e.ports["alpha"].IPs[0].String())
+		if got := neighbourMAC(t, beta, "169.254.169.254"); got != responderMAC {
+			t.Errorf("beta's neighbour entry for 169.254.169.254: %q, want %s", got, responderMAC)
+		}
+	})
+	t.Run("a port's address answered only by the port", func(t *testing.T) {
+		want := strings.ToUpper(e.ports["beta"].MAC.String())
+		macs := arpReplies(t, alpha, e.ports["beta"].IPs[0].String())
+		if len(macs) == 0 {
+			t.Fatalf("no ARP reply for beta's address")
+		}
+		for _, m := range macs {
+			if m != want {
+				t.Errorf("ARP for beta's address answered by %s, want only %s", m, want)
+			}
+		}
+	})
+	t.Run("router interface withdraws the gateway", func(t *testing.T) {
+		router, err := e.neutron.CreateRouter("r1")
+		must(t, err)
+		portID, err := e.neutron.AddRouterInterface(router, subnet4)
+		must(t, err)
+		rport, err := e.neutron.GetPort(portID)
+		must(t, err)
+		start := time.Now()
+		// The L3 agent of a DVR node plugs the interface on this bridge.
+		if _, err := e.lab.AddNeutronRouterPort("qr", e.neutron, rport); err != nil {
+			t.Fatalf("router port: %v", err)
+		}
+		plugged := time.Since(start)
+		// Network A's answer goes; network B (same gateway address, no
+		// router) keeps its own.
+		answersA := func() bool {
+			flows, err := e.lab.DumpFlows(flowCookie)
+			must(t, err)
+			for _, f := range flows {
+				if strings.Contains(f, "arp_tpa="+gateway4.String()) &&
+					(strings.Contains(f, fmt.Sprintf("in_port=%d,", alpha.OFPort)) || strings.Contains(f, fmt.Sprintf("in_port=%d,", beta.OFPort))) {
+					return true
+				}
+			}
+			return false
+		}
+		if !answersA() {
+			t.Fatalf("no gateway answer for network A before the router interface")
+		}
+		deadline := time.Now().Add(2 * time.Second)
+		for {
+			if !answersA() {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("the gateway's ARP answer is still there 2 s after the router port was wired")
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		t.Logf("gateway answer withdrawn %v after the router port was wired (wiring took %v)", time.Since(start)-plugged, plugged)
+		if macs := arpReplies(t, gamma, gateway4.String()); len(macs) == 0 || macs[0] != strings.ToUpper(responderMAC) {
+			t.Errorf("network B's gateway: ARP answered by %v, want %s", macs, strings.ToUpper(responderMAC))
+		}
+		want := strings.ToUpper(rport.MAC.String())
+		for _, m := range arpReplies(t, alpha, gateway4.String()) {
+			if m != want {
+				t.Errorf("ARP for the gateway answered by %s, want only the router port's %s", m, want)
+			}
+		}
+	})
+}
