@@ -29,22 +29,6 @@ const neutronBindTimeout = 90 * time.Second
 // The agent, not the lab, owns the VM's flows: the lab adds none, and
 // RestartVswitchd does not re-add any for it.
 func (l *Lab) AddNeutronVM(name string, n *Neutron, port Port) (*VM, error) {
-	return l.addNeutronPort(name, n, port, "compute:nova")
-}
-
-// AddNeutronRouterPort plugs an existing router interface port of n (from
-// AddRouterInterface, fetched with GetPort) the way Neutron's L3 agent
-// does on a DVR compute node: bound to the agent's host, its device_owner
-// left as Neutron set it, a namespace holding the port's MAC and
-// addresses, the bridge end with iface-id and attached-mac. It returns
-// once the agent has wired it, like AddNeutronVM.
-func (l *Lab) AddNeutronRouterPort(name string, n *Neutron, port Port) (*VM, error) {
-	return l.addNeutronPort(name, n, port, "")
-}
-
-// addNeutronPort does AddNeutronVM's and AddNeutronRouterPort's work; an
-// empty owner leaves the port's device_owner and device_id alone.
-func (l *Lab) addNeutronPort(name string, n *Neutron, port Port, owner string) (*VM, error) {
 	if name == "" || strings.Trim(name, "abcdefghijklmnopqrstuvwxyz0123456789-_") != "" {
 		return nil, fmt.Errorf("lab: bad VM name %q (want [a-z0-9_-]+)", name)
 	}
@@ -96,7 +80,7 @@ func (l *Lab) addNeutronPort(name string, n *Neutron, port Port, owner string) (
 			vm.IPv6 = a
 		}
 	}
-	if err := n.plugVM(vm, port, owner); err != nil {
+	if err := n.plugVM(vm, port); err != nil {
 		return nil, fmt.Errorf("lab: VM %s: %w", name, err)
 	}
 	n.mu.Lock()
@@ -105,8 +89,8 @@ func (l *Lab) addNeutronPort(name string, n *Neutron, port Port, owner string) (
 	return vm, nil
 }
 
-// plugVM does addNeutronPort's work.
-func (n *Neutron) plugVM(vm *VM, port Port, owner string) error {
+// plugVM does AddNeutronVM's work.
+func (n *Neutron) plugVM(vm *VM, port Port) error {
 	l := n.lab
 	deviceID, err := randomUUID()
 	if err != nil {
@@ -135,11 +119,9 @@ func (n *Neutron) plugVM(vm *VM, port Port, owner string) error {
 			cmds = append(cmds, fmt.Sprintf("route replace fd00::254/128 via %s dev eth0", s.Gateway))
 		}
 	}
-	fields := map[string]any{"binding:host_id": n.Host}
-	if owner != "" {
-		fields["device_owner"], fields["device_id"] = owner, deviceID
-	}
-	err = n.updatePort(port.ID, fields)
+	err = n.updatePort(port.ID, map[string]any{
+		"binding:host_id": n.Host, "device_owner": "compute:nova", "device_id": deviceID,
+	})
 	if err != nil {
 		return err
 	}
