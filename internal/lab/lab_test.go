@@ -314,7 +314,7 @@ func TestMissingPackages(t *testing.T) {
 	t.Setenv("PATH", t.TempDir())
 	got := missingPackages()
 	want := []string{"openvswitch-switch", "bind9-dnsutils", "dnsperf", "tcpdump", "ethtool",
-		"iproute2", "iputils-ping", "procps", "unbound"}
+		"iproute2", "iputils-ping", "iputils-arping", "procps", "unbound"}
 	if strings.Join(got, " ") != strings.Join(want, " ") {
 		t.Errorf("missingPackages() = %q, want %q", got, want)
 	}
