@@ -167,10 +167,7 @@ func randomHex(n int) (string, error) {
 }
 
 // addNamespace creates a network namespace, records it for Close and
-// answers ARP only for addresses of the interface a request came in on
-// (arp_ignore=1: the lab namespace holds the gateway address on the
-// bridge's LOCAL port and must not answer for it on the VMs' veth ends),
-// and quiets IPv6 in it: no router solicitations, no autoconfiguration, no
+// quiets IPv6 in it: no router solicitations, no autoconfiguration, no
 // duplicate address detection on the interfaces created later.
 func (l *Lab) addNamespace(ns string) error {
 	if err := ip("netns", "add", ns); err != nil {
@@ -180,7 +177,6 @@ func (l *Lab) addNamespace(ns string) error {
 	l.namespaces = append(l.namespaces, ns)
 	l.mu.Unlock()
 	_, err := inNS(ns, nil, "sysctl", "-q", "-w",
-		"net.ipv4.conf.all.arp_ignore=1",
 		"net.ipv6.conf.all.accept_ra=0", "net.ipv6.conf.default.accept_ra=0",
 		"net.ipv6.conf.default.router_solicitations=0",
 		"net.ipv6.conf.all.accept_dad=0", "net.ipv6.conf.default.accept_dad=0")
